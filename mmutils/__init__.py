@@ -1,0 +1,48 @@
+"""mmutils: the helper package of *Cross-Modal Learning, Hands-On*.
+
+Use it as ``import mmutils as mm``. Submodules load on first use
+(``mm.world``, ``mm.metrics``, ...), and the most used functions are also
+available at the top level:
+
+===================  ==========================================================
+``mm.world``         ShapesWorld: scenes, images, captions, questions, clips, sound
+``mm.text``          tokenizers (Hugging Face ``tokenizers``) and the MiniLM model
+``mm.data``          tensors and datasets from ShapesWorld and offline real data
+``mm.runtime``       seeding, device choice, timing
+``mm.train``         a budgeted fit loop with a progress bar and a history
+``mm.metrics``       accuracy, Recall@K, BLEU, fact accuracy, Spearman, alignment
+``mm.losses``        InfoNCE, CLIP, MoCo, SimCSE and distillation losses
+``mm.plot``          small figures: image grids, curves, spectrograms, heat maps
+===================  ==========================================================
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Top-level shortcuts: name -> submodule that defines it.
+_SHORTCUTS = {
+    "seed_everything": "runtime",
+    "device": "runtime",
+    "Timer": "runtime",
+    "fit": "train",
+    "random_batches": "train",
+}
+
+
+def __getattr__(name: str):
+    """Load submodules and shortcuts lazily (PEP 562)."""
+    if name in _SHORTCUTS:
+        return getattr(importlib.import_module(f".{_SHORTCUTS[name]}", __name__), name)
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SHORTCUTS))
