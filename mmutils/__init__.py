@@ -18,8 +18,14 @@ available at the top level:
 from __future__ import annotations
 
 import importlib
+import warnings
 
 __version__ = "0.1.0"
+
+# Libraries such as transformers import ``tqdm.auto``, which warns inside Jupyter when
+# ipywidgets is missing. The course uses plain text progress bars on purpose (they render
+# on the website), so that warning is noise.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 # Top-level shortcuts: name -> submodule that defines it.
 _SHORTCUTS = {

@@ -1,0 +1,178 @@
+"""Seeding, device choice, time budgets and timing.
+
+* :func:`seed_everything` – one call at the top of a notebook makes it repeatable.
+* :func:`device` – the best available accelerator (CUDA, then Apple MPS), else the CPU.
+* :class:`Budget` – a step and/or wall-clock budget for a training loop.
+* :class:`Timer` – a context manager that measures wall-clock seconds.
+* :func:`peak_memory_mb` – the resident memory of this process, in MiB.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "device", "Budget", "Timer", "peak_memory_mb"]
+
+_DEVICE_KINDS = ("cpu", "cuda", "mps")
+
+
+def _check_int(name: str, value, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every random number generator the course uses.
+
+    Seeds Python's :mod:`random`, NumPy's global generator, PyTorch (CPU and,
+    when present, every CUDA device) and sets ``PYTHONHASHSEED`` for child
+    processes. Deterministic-algorithm settings of PyTorch are left untouched.
+
+    ``seed`` must be an int in ``[0, 2**32 - 1]``.
+    """
+    seed = _check_int("seed", seed, minimum=0)
+    if seed > 2**32 - 1:
+        raise ValueError(f"seed must be <= 2**32 - 1, got {seed}")
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def device(prefer: str | None = None) -> torch.device:
+    """The device to compute on.
+
+    With ``prefer=None``: CUDA if available, else Apple MPS if available, else
+    the CPU. ``prefer`` (``"cpu"``, ``"cuda"`` or ``"mps"``) forces a kind; asking
+    for an accelerator that is not there raises ``ValueError``.
+
+    Returns a :class:`torch.device`.
+    """
+    if prefer is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not isinstance(prefer, str):
+        raise TypeError(f"prefer must be a str or None, got {type(prefer).__name__}")
+    kind = prefer.split(":")[0]
+    if kind not in _DEVICE_KINDS:
+        raise ValueError(f"prefer must be one of {_DEVICE_KINDS} or None, got {prefer!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("prefer='cuda' but no CUDA device is available")
+    if kind == "mps" and not _mps_available():
+        raise ValueError("prefer='mps' but no MPS device is available")
+    return torch.device(prefer)
+
+
+@dataclass
+class Budget:
+    """A training budget: at most ``max_steps`` steps and/or ``max_seconds`` seconds.
+
+    At least one limit is required. Notebooks use ``max_steps`` only, so that
+    their results do not depend on the speed of the machine; ``max_seconds``
+    is for interactive exploration.
+
+    Use: ``b = Budget(max_steps=500).start()``, then ``while not b.exhausted(step)``.
+    """
+
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    _t0: float | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_steps is None and self.max_seconds is None:
+            raise ValueError("Budget needs max_steps or max_seconds (or both), got neither")
+        if self.max_steps is not None:
+            self.max_steps = _check_int("max_steps", self.max_steps, minimum=1)
+        if self.max_seconds is not None:
+            if isinstance(self.max_seconds, bool) or not isinstance(self.max_seconds, (int, float)):
+                raise TypeError(f"max_seconds must be a number, got {type(self.max_seconds).__name__}")
+            if not self.max_seconds > 0:
+                raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+            self.max_seconds = float(self.max_seconds)
+
+    def start(self) -> "Budget":
+        """Start (or restart) the clock; returns ``self``."""
+        self._t0 = time.perf_counter()
+        return self
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since :meth:`start` (0.0 before it is called)."""
+        return 0.0 if self._t0 is None else time.perf_counter() - self._t0
+
+    def exhausted(self, step: int) -> bool:
+        """Whether the budget is spent after ``step`` completed steps."""
+        step = _check_int("step", step, minimum=0)
+        if self.max_steps is not None and step >= self.max_steps:
+            return True
+        if self.max_seconds is not None and self._t0 is not None and self.elapsed >= self.max_seconds:
+            return True
+        return False
+
+
+class Timer:
+    """Context manager measuring wall-clock time: ``with Timer() as t: ...`` then ``t.seconds``.
+
+    Inside the block ``t.seconds`` is the time so far; after it, the total.
+    """
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._t1: float | None = None
+
+    def __enter__(self) -> "Timer":
+        self._t0 = time.perf_counter()
+        self._t1 = None
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._t1 = time.perf_counter()
+        return False
+
+    @property
+    def seconds(self) -> float:
+        """Elapsed seconds (0.0 if the timer never started)."""
+        if self._t0 is None:
+            return 0.0
+        end = self._t1 if self._t1 is not None else time.perf_counter()
+        return end - self._t0
+
+    def __repr__(self) -> str:
+        return f"Timer(seconds={self.seconds:.3f})"
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size of this process in MiB (``resource.getrusage``).
+
+    Falls back to the current resident size from :mod:`psutil` where
+    ``resource`` is unavailable (Windows).
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return float(getattr(info, "peak_wset", info.rss)) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return float(peak) / (2**20 if sys.platform == "darwin" else 2**10)

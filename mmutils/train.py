@@ -1,0 +1,370 @@
+"""A budgeted training loop with a text progress bar and a history.
+
+* :func:`fit` – run ``max_steps`` optimizer steps (or until ``max_seconds``) of
+  ``loss_fn(model, batches(step))``, logging every loss and optional
+  evaluations into a :class:`History`.
+* :func:`random_batches` – random mini-batches indexed from tensors that stay on
+  the device (no ``DataLoader``, no per-item Python).
+
+Notebooks train for a fixed number of steps so that their results do not
+depend on the speed of the machine; ``max_seconds`` is for exploration.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .runtime import Budget
+
+__all__ = ["History", "fit", "random_batches"]
+
+_FLUSH_SECONDS = 0.5  # how often logged tensors are copied to Python floats (one device sync)
+
+
+@dataclass
+class History:
+    """What :func:`fit` logged.
+
+    ``steps[i]`` is the number of optimizer steps done when ``losses[i]`` was
+    computed (1, 2, ...); ``metrics[name][i]`` are the extra scalars returned by
+    the loss function at the same steps; ``evals`` holds ``(step, {name: value})``
+    for every evaluation; ``seconds`` is the wall-clock time of the whole fit.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def eval_series(self, name: str) -> tuple[list[int], list[float]]:
+        """The steps and values of evaluation metric ``name``: two lists of equal length."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        pts = [(s, d[name]) for s, d in self.evals if name in d]
+        if not pts:
+            raise KeyError(f"name {name!r} is not an evaluation metric; known: {self.eval_names()}")
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    def eval_names(self) -> list[str]:
+        """Names of the evaluation metrics, in the order first logged."""
+        names: dict[str, None] = {}
+        for _, d in self.evals:
+            names.update(dict.fromkeys(d))
+        return list(names)
+
+    def last(self, name: str = "loss") -> float:
+        """The last logged value of ``name``: ``"loss"``, an extra metric, or an evaluation metric.
+
+        Raises ``KeyError`` if ``name`` was never logged, ``ValueError`` if nothing was logged yet.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if name == "loss":
+            if not self.losses:
+                raise ValueError("name 'loss': nothing was logged yet")
+            return self.losses[-1]
+        if name in self.metrics:
+            return self.metrics[name][-1]
+        for _, d in reversed(self.evals):
+            if name in d:
+                return d[name]
+        known = ["loss", *self.metrics, *self.eval_names()]
+        raise KeyError(f"name {name!r} was not logged; known: {known}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain, JSON-friendly dict with the fields of the history."""
+        return {
+            "steps": list(self.steps),
+            "losses": list(self.losses),
+            "metrics": {k: list(v) for k, v in self.metrics.items()},
+            "evals": [[s, dict(d)] for s, d in self.evals],
+            "seconds": self.seconds,
+        }
+
+
+# --------------------------------------------------------------------------- #
+# fit
+# --------------------------------------------------------------------------- #
+def _batch_source(batches) -> Callable[[int], Any]:
+    """Turn ``batches`` (callable, iterator or re-iterable) into ``step -> batch``.
+
+    An exhausted iterator raises ``StopIteration``; a re-iterable (a list, a
+    ``DataLoader``) starts a new pass when it runs out.
+    """
+    if isinstance(batches, torch.Tensor):
+        raise TypeError("batches must be a callable step -> batch or an iterator of batches, got a Tensor; "
+                        "use random_batches(tensor, batch_size=...)")
+    if callable(batches):
+        return batches
+    if isinstance(batches, Iterator):
+        return lambda step: next(batches)
+    if isinstance(batches, Iterable):
+        state = {"it": iter(batches)}
+
+        def from_iterable(step):
+            try:
+                return next(state["it"])
+            except StopIteration:
+                state["it"] = iter(batches)
+                return next(state["it"])  # an empty iterable ends training
+
+        return from_iterable
+    raise TypeError(f"batches must be a callable step -> batch or an iterator of batches, "
+                    f"got {type(batches).__name__}")
+
+
+def _split_loss(out, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    if isinstance(out, Mapping):
+        if "loss" not in out:
+            raise ValueError(f"loss_fn returned a dict without a 'loss' key (keys: {list(out)})")
+        extras = {k: v for k, v in out.items() if k != "loss"}
+        out = out["loss"]
+    else:
+        extras = {}
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"loss_fn must return a scalar tensor or a dict with 'loss', got {type(out).__name__}")
+    if out.numel() != 1:
+        raise ValueError(f"loss_fn must return a scalar loss, got shape {tuple(out.shape)} at step {step}")
+    for k, v in extras.items():
+        if isinstance(v, torch.Tensor):
+            if v.numel() != 1:
+                raise ValueError(f"loss_fn extra {k!r} must be a scalar, got shape {tuple(v.shape)}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"loss_fn extra {k!r} must be a number or scalar tensor, got {type(v).__name__}")
+    return out.reshape(()), extras
+
+
+def _as_float(v) -> float:
+    return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _run_eval(model: torch.nn.Module, eval_fn: Callable, step: int) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = eval_fn(model)
+    finally:
+        model.train(was_training)
+    if isinstance(out, Mapping):
+        return {str(k): _as_float(v) for k, v in out.items()}
+    if isinstance(out, (int, float, torch.Tensor)) and not isinstance(out, bool):
+        return {"eval": _as_float(out)}
+    raise TypeError(f"eval_fn must return a number or a dict of numbers, got {type(out).__name__} at step {step}")
+
+
+def _check_positive(name: str, value, integer: bool = False):
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor | Mapping[str, Any]],
+    batches: Callable[[int], Any] | Iterable,
+    *,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 1e-3,
+    eval_fn: Callable[[torch.nn.Module], Mapping[str, float] | float] | None = None,
+    eval_every: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    grad_clip: float | None = None,
+    scheduler: Any | None = None,
+) -> History:
+    """Train ``model`` by gradient descent on ``loss_fn`` for a step or time budget.
+
+    Each step draws ``batch = batches(step)`` (``step`` counts from 0; an
+    iterator is advanced instead), computes ``loss_fn(model, batch)`` — a
+    scalar tensor, or a dict with ``"loss"`` and extra scalars to log — then
+    back-propagates, clips the gradient norm to ``grad_clip`` if given, and
+    steps the optimizer (AdamW, Loshchilov & Hutter 2019, with learning rate
+    ``lr`` when ``optimizer`` is None) and ``scheduler`` (if given, once per step).
+
+    The model is in train mode while training. ``eval_fn(model)`` (returning a
+    number or a dict of numbers) runs in eval mode under ``torch.no_grad()``
+    every ``eval_every`` steps and after the last step. The model's original
+    mode is restored at the end. A non-finite loss raises ``FloatingPointError``.
+
+    Training stops after ``max_steps`` steps or ``max_seconds`` seconds
+    (whichever comes first; at least one is required), or when an iterator of
+    batches runs out. Progress is a plain text ``tqdm`` bar on stdout that
+    ends showing the last loss.
+
+    Returns a :class:`History`.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (model, batch) -> loss, got {type(loss_fn).__name__}")
+    source = _batch_source(batches)
+    _check_positive("max_steps", max_steps, integer=True)
+    _check_positive("max_seconds", max_seconds)
+    if max_steps is None and max_seconds is None:
+        raise ValueError("fit needs max_steps or max_seconds (notebooks use max_steps), got neither")
+    _check_positive("lr", lr)
+    _check_positive("grad_clip", grad_clip)
+    _check_positive("eval_every", eval_every, integer=True)
+    if eval_fn is not None and not callable(eval_fn):
+        raise TypeError(f"eval_fn must be callable model -> metrics, got {type(eval_fn).__name__}")
+    if eval_every is not None and eval_fn is None:
+        raise ValueError("eval_every was given but eval_fn is None")
+    if not isinstance(desc, str):
+        raise TypeError(f"desc must be a str, got {type(desc).__name__}")
+    if optimizer is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters (requires_grad=True); nothing to fit")
+        optimizer = torch.optim.AdamW(params, lr=lr)
+    elif not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(f"scheduler must have a step() method, got {type(scheduler).__name__}")
+    clip_params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    history = History()
+    budget = Budget(max_steps=max_steps, max_seconds=max_seconds)
+    pending: list[tuple[int, torch.Tensor, dict[str, Any]]] = []
+
+    def flush() -> None:
+        """Copy pending logged tensors to floats (one sync) and check them."""
+        if not pending:
+            return
+        values = torch.stack([loss for _, loss, _ in pending]).float().tolist()
+        for (step, _, extras), value in zip(pending, values):
+            if not math.isfinite(value):
+                pending.clear()
+                raise FloatingPointError(f"loss is {value} at step {step}; try a smaller lr or set grad_clip")
+            history.steps.append(step)
+            history.losses.append(value)
+            for k, v in extras.items():
+                history.metrics.setdefault(k, []).append(_as_float(v))
+        pending.clear()
+
+    was_training = model.training
+    bar = tqdm(total=max_steps, desc=desc, disable=not progress, file=sys.stdout,
+               mininterval=1.0, ncols=90, ascii=False, leave=True)
+    budget.start()
+    last_flush = time.perf_counter()
+    step = 0
+    try:
+        model.train()
+        while not budget.exhausted(step):
+            try:
+                batch = source(step)
+            except StopIteration:
+                break
+            loss, extras = _split_loss(loss_fn(model, batch), step + 1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(clip_params, grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+                extras["lr"] = optimizer.param_groups[0]["lr"]
+            step += 1
+            pending.append((step, loss.detach(), {k: (v.detach() if isinstance(v, torch.Tensor) else v)
+                                                  for k, v in extras.items()}))
+            now = time.perf_counter()
+            if now - last_flush >= _FLUSH_SECONDS:
+                flush()
+                last_flush = now
+                bar.set_postfix(loss=f"{history.losses[-1]:.4f}", refresh=False)
+            bar.update(1)
+            if eval_fn is not None and eval_every is not None and step % eval_every == 0:
+                flush()
+                history.evals.append((step, _run_eval(model, eval_fn, step)))
+        flush()
+        if eval_fn is not None and step > 0 and (not history.evals or history.evals[-1][0] != step):
+            history.evals.append((step, _run_eval(model, eval_fn, step)))
+        history.seconds = budget.elapsed
+        if history.losses:
+            post = {"loss": f"{history.losses[-1]:.4f}"}
+            if history.evals:
+                post.update({k: f"{v:.3g}" for k, v in list(history.evals[-1][1].items())[:2]})
+            bar.set_postfix(post, refresh=False)  # shown by close(): the bar's final state
+    finally:
+        bar.close()
+        model.train(was_training)
+    return history
+
+
+# --------------------------------------------------------------------------- #
+# Batches
+# --------------------------------------------------------------------------- #
+def random_batches(
+    *tensors: torch.Tensor,
+    batch_size: int,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    """Random mini-batches from in-memory tensors, for :func:`fit`.
+
+    ``tensors`` all have the same first dimension ``n``; they are moved to
+    ``device`` once (if given) and stay there. Each call ``batches(step)`` draws
+    ``batch_size`` row indices uniformly with replacement by ``torch.randint``
+    from a CPU ``torch.Generator`` (seeded with ``seed`` unless ``generator`` is
+    given) and returns the tuple ``(t[idx] for t in tensors)``. Draws follow the
+    order of calls (``step`` is accepted for :func:`fit` and ignored), so the same
+    seed gives the same batches on any device.
+    """
+    if not tensors:
+        raise ValueError("tensors: expected at least one tensor")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"tensors[{i}] must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim == 0:
+            raise ValueError(f"tensors[{i}] must have a first (batch) dimension, got a 0-d tensor")
+    n = tensors[0].shape[0]
+    lengths = [t.shape[0] for t in tensors]
+    if any(m != n for m in lengths):
+        raise ValueError(f"tensors must all have the same length (first dim), got {lengths}")
+    if n == 0:
+        raise ValueError("tensors must not be empty (first dim is 0)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if generator is None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        generator = torch.Generator().manual_seed(seed)
+    elif not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    elif generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU generator, got device {generator.device}")
+    if device is not None:
+        if not isinstance(device, (str, torch.device)):
+            raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+        tensors = tuple(t.to(device) for t in tensors)
+    data = tensors
+    target = data[0].device
+
+    def batches(step: int = 0) -> tuple[torch.Tensor, ...]:
+        idx = torch.randint(n, (batch_size,), generator=generator).to(target)
+        return tuple(t[idx] for t in data)
+
+    return batches

@@ -1,0 +1,159 @@
+"""Time each course notebook and measure its peak memory; write bench/notebooks.md.
+
+Usage: python tests/tools/bench_notebooks.py [--cpus N] [--output FILE] [NOTEBOOK ...]
+
+Each notebook (default: every notebooks/*.ipynb, sorted) is executed in a fresh
+kernel with notebooks/ as working directory; the executed copy is discarded.
+Wall time covers kernel start-up and all cells. Peak RSS is the largest sum of
+the resident memory of the kernel process tree (every child process of this
+script: the kernel and whatever it starts), sampled every 0.1 s.
+`--cpus N` restricts this script, and so the kernels it starts, to N CPUs
+(Linux only), to approximate a smaller machine. Used by `make bench`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+import psutil
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+TIMEOUT = 600  # seconds per cell
+KERNEL = "python3"
+INTERVAL = 0.1  # seconds between memory samples
+MiB = 1024 * 1024
+
+
+class PeakRSS(threading.Thread):
+    """Samples the summed RSS of all child processes of this process."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self._stop_event = threading.Event()
+        self._me = psutil.Process()
+
+    def sample(self) -> None:
+        total = 0
+        for proc in self._me.children(recursive=True):
+            try:
+                total += proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        self.peak = max(self.peak, total)
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(INTERVAL)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+def bench(path: Path) -> tuple[float, float]:
+    """Execute one notebook; return (wall seconds, peak RSS in MiB)."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=TIMEOUT,
+        kernel_name=KERNEL,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    monitor = PeakRSS()
+    monitor.start()
+    start = time.perf_counter()
+    try:
+        client.execute()
+    finally:
+        wall = time.perf_counter() - start
+        peak = monitor.stop()
+    return wall, peak / MiB
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_lines(cpus: int | None) -> list[str]:
+    logical = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
+    lines = [
+        f"- CPU: {cpu_model()}; {logical} logical CPUs, {psutil.cpu_count(logical=False)} physical cores",
+        f"- CPUs available to the kernels: {usable}" + (" (restricted with `--cpus`)" if cpus else ""),
+        f"- memory: {psutil.virtual_memory().total / 1024**3:.0f} GiB",
+        f"- {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"torch {metadata.version('torch')}",
+        f"- date: {dt.date.today().isoformat()}",
+    ]
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--cpus", type=int, default=None, help="use only the first N CPUs")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "notebooks.md")
+    args = parser.parse_args(argv)
+
+    if args.cpus:
+        if not hasattr(os, "sched_setaffinity"):
+            parser.error("--cpus needs Linux (os.sched_setaffinity)")
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cpus])
+
+    paths = [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
+    if not paths:
+        print("no notebooks to benchmark")
+        return 0
+
+    rows = []
+    for path in paths:
+        print(f"{path.name} ...", end=" ", flush=True)
+        wall, peak = bench(path)
+        print(f"{wall:.1f} s, {peak:.0f} MiB", flush=True)
+        rows.append((path.stem, wall, peak))
+
+    total_wall = sum(r[1] for r in rows)
+    lines = [
+        "# Notebook benchmark",
+        "",
+        "Written by `make bench` (tests/tools/bench_notebooks.py): each notebook executed",
+        "in a fresh kernel; wall time includes kernel start-up; peak RSS is the largest",
+        "resident memory of the kernel process tree, sampled every 0.1 s.",
+        "",
+        "| notebook | wall s | peak RSS MiB |",
+        "|---|---:|---:|",
+        *(f"| {name} | {wall:.1f} | {peak:.0f} |" for name, wall, peak in rows),
+        f"| **total** | **{total_wall:.1f}** | **{max(r[2] for r in rows):.0f}** (max) |",
+        "",
+        "Machine:",
+        "",
+        *machine_lines(args.cpus),
+        "",
+    ]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines))
+    print(f"wrote {args.output.relative_to(ROOT) if args.output.resolve().is_relative_to(ROOT) else args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
