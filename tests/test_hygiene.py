@@ -250,3 +250,37 @@ def test_conventions(path):
     code = _code(_read(path))
     assert re.search(r"^import mmutils as mm\b", code, flags=re.MULTILINE), f"{path.name}: no 'import mmutils as mm'"
     assert "mm.seed_everything(" in code, f"{path.name}: no mm.seed_everything(...) cell"
+
+
+def _readme_row(stem: str) -> str | None:
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("|") and f"(notebooks/{stem}.ipynb)" in line:
+            return line
+    return None
+
+
+@pytest.mark.parametrize("path", _params())
+def test_readme_chapter_map_lists_the_notebook_with_its_runtime(path):
+    row = _readme_row(path.stem)
+    assert row, f"README.md's chapter map has no row linking notebooks/{path.name}"
+    runtime = row.rstrip(" |").rsplit("|", 1)[-1]
+    assert re.search(r"\d+\s*s\b", runtime), f"README.md row of {path.name} gives no runtime in seconds: {row!r}"
+
+
+@pytest.mark.parametrize("path", _params())
+def test_intro_chapter_map_marks_the_notebook_available(path):
+    number = path.stem.split("_", 1)[0]
+    rows = [line for line in (ROOT / "book" / "intro.md").read_text().splitlines()
+            if re.match(rf"^\|[^|]*\|\s*{number}\s", line)]
+    assert rows, f"book/intro.md's chapter map has no row for chapter {number}"
+    assert rows[0].rstrip(" |").rsplit("|", 1)[-1].strip() == "yes", \
+        f"book/intro.md marks chapter {number} as not available: {rows[0]!r}"
+
+
+def test_intro_chapter_map_marks_only_existing_chapters_available():
+    stems = {p.stem.split("_", 1)[0] for p in NOTEBOOKS}
+    for line in (ROOT / "book" / "intro.md").read_text().splitlines():
+        match = re.match(r"^\|[^|]*\|\s*(\d\d)\s", line)
+        if match and line.rstrip(" |").rsplit("|", 1)[-1].strip() == "yes":
+            assert match.group(1) in stems, f"book/intro.md marks chapter {match.group(1)} available, " \
+                                            f"but notebooks/ has no such notebook"
