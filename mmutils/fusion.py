@@ -283,15 +283,17 @@ class FusionClassifier(nn.Module):
     """Text + token sets of other modalities -> class logits, fused by ``strategy``.
 
     The text (e.g. a question or an instruction) is read by a small Transformer
-    encoder (:class:`~mmutils.encoders.TransformerTextEncoder`) into word tokens
-    (B, L, dim) and their masked mean ``q`` (B, dim). Every other modality ``m``
+    encoder (:class:`~mmutils.encoders.TransformerTextEncoder` with ``text_layers``
+    layers; ``text_layers=0`` keeps only word and position embeddings) into word
+    tokens (B, L, dim) and their masked mean ``q`` (B, dim). Every other modality ``m``
     arrives as tokens (B, N_m, token_dims[m]) from an encoder outside this module
     (e.g. frozen region tokens of an image, frames of a sound); a LayerNorm and a
     linear layer map them to ``dim``. The strategies differ only in where the
     modalities meet:
 
-    * ``"early"`` (feature level): mean of each modality's tokens, concatenated
-      with ``q``, then one joint MLP (:class:`ConcatFusion`).
+    * ``"early"`` (feature level): each modality's tokens pooled (``pool="max"``,
+      the default, or ``"mean"``), concatenated with ``q``, then one joint MLP
+      (:class:`ConcatFusion`; Baltrušaitis et al., 2019).
     * ``"late"`` (decision level): one MLP per modality on the same pooled
       vectors; their logits are averaged (``late_mode="mean"``) or weighted by
       learned weights (``"learned"``) (:class:`LateFusion`).
@@ -333,11 +335,16 @@ class FusionClassifier(nn.Module):
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if pool not in ("mean", "max"):
             raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
+        if late_mode not in ("mean", "learned"):
+            raise ValueError(f"late_mode must be 'mean' or 'learned', got {late_mode!r}")
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"heads must be an int >= 1, got {heads!r}")
         self.pool = pool
         self.strategy = strategy
         self.token_dims = dict(token_dims)
         self.names = tuple(token_dims)
         self.num_classes = num_classes
+        self.vocab_size = vocab_size
         self.dim = dim
         m = len(self.names)
         if dim % heads:
@@ -367,6 +374,9 @@ class FusionClassifier(nn.Module):
 
     def _inputs(self, ids, mask, tokens, present):
         check_tensor("ids", ids, 2, dtype_kind="int")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            raise ValueError(f"ids must lie in [0, {self.vocab_size}), got values in "
+                             f"[{int(ids.min())}, {int(ids.max())}] (shape {tuple(ids.shape)})")
         mask = _check_mask(mask, ids)
         if not isinstance(tokens, dict) or set(tokens) != set(self.names):
             got = sorted(tokens) if isinstance(tokens, dict) else type(tokens).__name__

@@ -83,6 +83,23 @@ def bench(path: Path) -> tuple[float, float]:
     return wall, peak / MiB
 
 
+def render_rate(n: int = 20_000, size: int = 32, repeats: int = 3) -> float:
+    """Scenes per second of ``mmutils.world.render`` at ``size`` x ``size`` (best of ``repeats``).
+
+    Rendering is numpy code; it runs in this process, on one core (the kernels
+    started above have exited).
+    """
+    from mmutils import world
+
+    scenes = world.sample_scenes(n, seed=0)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        world.render(scenes, size=size)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -132,6 +149,8 @@ def main(argv: list[str]) -> int:
         rows.append((path.stem, wall, peak))
 
     total_wall = sum(r[1] for r in rows)
+    rate = render_rate()
+    print(f"ShapesWorld render: {rate:,.0f} scenes/s at 32x32", flush=True)
     lines = [
         "# Notebook benchmark",
         "",
@@ -143,6 +162,9 @@ def main(argv: list[str]) -> int:
         "|---|---:|---:|",
         *(f"| {name} | {wall:.1f} | {peak:.0f} |" for name, wall, peak in rows),
         f"| **total** | **{total_wall:.1f}** | **{max(r[2] for r in rows):.0f}** (max) |",
+        "",
+        f"ShapesWorld rendering (`mmutils.world.render`, 20,000 scenes of 1 or 2 objects at 32x32,",
+        f"one process, best of 3): **{rate:,.0f} scenes/s**.",
         "",
         "Machine:",
         "",
