@@ -13,6 +13,16 @@ available at the top level:
 ``mm.metrics``       accuracy, Recall@K, BLEU, fact accuracy, Spearman, alignment
 ``mm.losses``        InfoNCE, CLIP, MoCo, SimCSE and distillation losses
 ``mm.plot``          small figures: image grids, curves, spectrograms, heat maps
+``mm.encoders``      image, text and audio encoders (chapter 1)
+``mm.probes``        unimodal probes (chapter 1)
+``mm.fusion``        early, late, FiLM and cross-attention fusion (chapter 2)
+``mm.captioning``    attention captioner, greedy and beam search (chapter 3)
+``mm.matching``      hard negatives, cross-encoder matching, re-ranking (chapter 4)
+``mm.vqa``           visual question answering models and baselines (chapter 5)
+``mm.clip``          CLIP-style dual encoder, zero-shot, relation-swap test (chapter 9)
+``mm.moco``          momentum contrast, augmentations, linear probes (chapter 10)
+``mm.simcse``        sentence encoder, SimCSE, synthetic STS benchmark (chapter 11)
+``mm.pretraining``   contrastive + matching + captioning in one model (chapter 12)
 ===================  ==========================================================
 """
 from __future__ import annotations

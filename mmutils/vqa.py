@@ -345,8 +345,8 @@ class VQAModel(nn.Module):
     * film: the region grid (B, dim, g, g) goes through ``film_blocks``
       :class:`FiLMBlock`, whose channels q scales and shifts (Perez et al.,
       2018); a head that keeps the grid reads the result (and q).
-    * cross: the words attend to the regions, which carry an embedding of their
-      coordinates (:class:`~mmutils.fusion.CrossAttentionFusion`). The attention
+    * cross: the words attend to the regions (:class:`~mmutils.fusion.CrossAttentionFusion`;
+      the regions carry no position embedding: the head below keeps the grid). The attention
       ``A`` (B, L, N) says where each word looks; ``A^T`` paints every word onto
       the regions it points at, ``painted = A^T @ words`` (B, N, dim), and the same
       kind of grid-keeping head reads ``[regions, painted]`` (and the mean word).
