@@ -1,0 +1,391 @@
+"""Tests of mmutils.pretraining: the ITC + ITM + LM model, hard-negative mining, the weighted loss."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmutils import encoders, losses
+from mmutils import pretraining as P
+
+VOCAB, N, IMG_DIM, DIM, MAX_LEN = 40, 16, 12, 16, 10
+
+
+def _config(**kwargs):
+    base = dict(vocab_size=VOCAB, image_dim=IMG_DIM, n_regions=N, dim=DIM, heads=2, embed_dim=8, max_len=MAX_LEN)
+    return P.PretrainConfig(**{**base, **kwargs})
+
+
+def _model(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return P.MultiObjectiveModel(nn.Identity(), _config(**kwargs)).eval()
+
+
+def _batch(b, length=8, seed=0):
+    """Region tokens (b, N, IMG_DIM), captions [BOS] w w ... [EOS] [PAD]... and their mask."""
+    g = torch.Generator().manual_seed(seed)
+    regions = torch.randn(b, N, IMG_DIM, generator=g)
+    ids = torch.randint(5, VOCAB, (b, length), generator=g)
+    lengths = torch.randint(3, length + 1, (b,), generator=g)
+    pos = torch.arange(length)[None]
+    ids[:, 0] = 2
+    ids = torch.where(pos == lengths[:, None] - 1, torch.full_like(ids, 3), ids)  # [EOS]
+    mask = (pos < lengths[:, None]).long()
+    ids = ids.masked_fill(mask == 0, 0)
+    return regions, ids, mask
+
+
+# --------------------------------------------------------------------------- #
+# Shapes
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("b", [1, 3, 8])
+def test_forward_shapes(b):
+    model = _model()
+    regions, ids, mask = _batch(b)
+    out = model(regions, ids, mask)
+    assert out["image_emb"].shape == (b, 8) and out["text_emb"].shape == (b, 8)
+    assert out["itm"].shape == (b,)
+    assert out["lm"].shape == (b, ids.shape[1], VOCAB)
+    assert torch.allclose(out["image_emb"].norm(dim=1), torch.ones(b), atol=1e-5)
+    assert torch.allclose(out["text_emb"].norm(dim=1), torch.ones(b), atol=1e-5)
+    assert model.caption_log_likelihood(model.encode_image(regions), ids, mask).shape == (b,)
+
+
+@pytest.mark.parametrize("b", [1, 2, 5])
+def test_spatial_cnn_image_encoder(b):
+    cnn = encoders.SpatialCNN(widths=(4, 8), out_dim=IMG_DIM)  # 16x16 images -> 4x4 = 16 regions
+    model = P.MultiObjectiveModel(cnn, _config()).eval()
+    images = torch.rand(b, 3, 16, 16)
+    tokens = model.encode_image(images)
+    assert tokens.shape == (b, N, DIM)
+    _, ids, mask = _batch(b)
+    assert model(images, ids, mask)["lm"].shape == (b, ids.shape[1], VOCAB)
+
+
+@pytest.mark.parametrize("b", [2, 4, 9])
+def test_loss_returns_scalars(b):
+    model = _model()
+    out = P.pretraining_loss(model, *_batch(b), generator=torch.Generator().manual_seed(0))
+    assert set(out) == {"loss", "itc", "itm", "itm_acc", "lm"}
+    for v in out.values():
+        assert v.shape == () and torch.isfinite(v)
+
+
+def test_grid_position_embedding():
+    e = P.grid_position_embedding(16, 32)
+    assert e.shape == (16, 32)
+    assert torch.cdist(e, e).add(torch.eye(16) * 10).min() > 0.1  # every cell has its own code
+    row_part, col_part = e[:, :16], e[:, 16:]
+    assert torch.equal(row_part[0], row_part[3]) and not torch.equal(row_part[0], row_part[4])  # same row 0
+    assert torch.equal(col_part[0], col_part[4]) and not torch.equal(col_part[0], col_part[1])  # same column 0
+    model = _model()
+    assert torch.equal(model.image_pos.data[0], P.grid_position_embedding(N, DIM))
+
+
+# --------------------------------------------------------------------------- #
+# The causal decoder
+# --------------------------------------------------------------------------- #
+def test_causal_mask_values():
+    m = P.causal_mask(4)
+    assert m.shape == (4, 4)
+    assert torch.equal(torch.isinf(m), torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1))
+    assert (m[torch.tril(torch.ones(4, 4, dtype=torch.bool))] == 0).all()
+    assert (m[torch.isinf(m)] < 0).all()
+    assert torch.equal(P.causal_mask(1), torch.zeros(1, 1))
+
+
+def test_decoder_never_looks_ahead():
+    model = _model()
+    regions, ids, _ = _batch(3, length=8)
+    tokens = model.encode_image(regions)
+    before = model.decode(tokens, ids)
+    changed = ids.clone()
+    changed[:, 5:] = torch.randint(5, VOCAB, (3, 3))
+    after = model.decode(tokens, changed)
+    assert torch.allclose(before[:, :5], after[:, :5], atol=1e-5)  # positions 0..4 see tokens 0..4 only
+    assert not torch.allclose(before[:, 5:], after[:, 5:], atol=1e-3)
+    assert torch.allclose(model.decode(tokens, ids[:, :5]), before[:, :5], atol=1e-5)
+
+
+def test_decoder_depends_on_the_image():
+    model = _model()
+    regions, ids, _ = _batch(2)
+    a = model.decode(model.encode_image(regions), ids)
+    b = model.decode(model.encode_image(regions.flip(0)), ids)
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_caption_log_likelihood_matches_the_lm_loss_and_ignores_padding():
+    model = _model()
+    regions, ids, mask = _batch(4, length=8)
+    mask = torch.ones_like(mask)  # same length for all: the token mean equals the mean of the row means
+    tokens = model.encode_image(regions)
+    ll = model.caption_log_likelihood(tokens, ids, mask)
+    assert (ll <= 0).all()
+    out = P.pretraining_loss(model, regions, ids, mask, P.LossWeights(0, 0, 1))
+    assert math.isclose(-ll.mean().item(), out["lm"].item(), rel_tol=1e-5)
+    # Extra padding on the right changes nothing.
+    padded = torch.cat([ids, torch.zeros(4, 2, dtype=ids.dtype)], 1)
+    padded_mask = torch.cat([mask, torch.zeros(4, 2, dtype=mask.dtype)], 1)
+    assert torch.allclose(model.caption_log_likelihood(tokens, padded, padded_mask), ll, atol=1e-5)
+
+
+def test_generate_returns_valid_ids():
+    model = _model()
+    regions, _, _ = _batch(5)
+    out = model.generate(model.encode_image(regions))
+    assert out.dtype == torch.long and out.shape[0] == 5 and 2 <= out.shape[1] <= MAX_LEN
+    assert (out[:, 0] == 2).all()
+    assert ((out >= 0) & (out < VOCAB)).all()
+    assert model.generate(model.encode_image(regions), max_len=3).shape[1] <= 3
+
+
+def test_generate_stops_at_eos_and_pads_after_it():
+    model = _model()
+    tokens = model.encode_image(_batch(3)[0])
+    script = {0: [7, 3], 1: [8, 9, 10, 3], 2: [11, 3]}  # row -> tokens it emits
+
+    def scripted_decode(image_tokens, ids):  # emits the scripted token for the next position
+        logits = torch.zeros(ids.shape[0], ids.shape[1], VOCAB)
+        for row, seq in script.items():
+            logits[row, -1, seq[min(ids.shape[1] - 1, len(seq) - 1)]] = 10.0
+        return logits
+
+    model.decode = scripted_decode
+    out = model.generate(tokens)
+    assert out.tolist() == [[2, 7, 3, 0, 0], [2, 8, 9, 10, 3], [2, 11, 3, 0, 0]]  # stops when all rows ended
+
+    def always_eos(image_tokens, ids):
+        logits = torch.zeros(ids.shape[0], ids.shape[1], VOCAB)
+        logits[..., 3] = 1.0
+        return logits
+
+    model.decode = always_eos
+    assert model.generate(tokens).tolist() == [[2, 3]] * 3
+
+    def never_eos(image_tokens, ids):
+        logits = torch.zeros(ids.shape[0], ids.shape[1], VOCAB)
+        logits[..., 6] = 1.0
+        return logits
+
+    model.decode = never_eos
+    assert model.generate(tokens, max_len=6).tolist() == [[2, 6, 6, 6, 6, 6]] * 3
+
+
+# --------------------------------------------------------------------------- #
+# Hard-negative mining
+# --------------------------------------------------------------------------- #
+def test_mine_hard_negatives_never_picks_the_positive():
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(6, 6) + 20 * torch.eye(6)  # the positive is by far the most similar
+    for _ in range(50):
+        neg_text, neg_image = P.mine_hard_negatives(sim, generator=g)
+        assert neg_text.shape == neg_image.shape == (6,)
+        assert (neg_text != torch.arange(6)).all() and (neg_image != torch.arange(6)).all()
+
+
+def test_mine_hard_negatives_prefers_similar_items():
+    g = torch.Generator().manual_seed(0)
+    sim = torch.zeros(4, 4)
+    sim[0, 2] = 5.0  # text 2 is image 0's nearest miss; image 0 is text 2's
+    counts = torch.zeros(4)
+    counts_img = torch.zeros(4)
+    for _ in range(200):
+        neg_text, neg_image = P.mine_hard_negatives(sim, generator=g)
+        counts[neg_text[0]] += 1
+        counts_img[neg_image[2]] += 1
+    assert counts[2] > 150 and counts_img[0] > 150  # softmax weight e^5 / (e^5 + 2) = 0.99
+
+
+def test_mine_hard_negatives_respects_duplicate_keys():
+    g = torch.Generator().manual_seed(0)
+    key_id = torch.tensor([0, 0, 1, 2, 1])
+    sim = torch.zeros(5, 5)
+    sim[0, 1] = sim[2, 4] = 10.0  # the most similar items are duplicates: they must never be drawn
+    for _ in range(100):
+        neg_text, neg_image = P.mine_hard_negatives(sim, key_id, generator=g)
+        assert (key_id[neg_text] != key_id).all() and (key_id[neg_image] != key_id).all()
+
+
+def test_mine_hard_negatives_fallback_when_all_match():
+    g = torch.Generator().manual_seed(0)
+    neg_text, neg_image = P.mine_hard_negatives(torch.zeros(3, 3), torch.zeros(3, dtype=torch.long), generator=g)
+    assert (neg_text != torch.arange(3)).all() and (neg_image != torch.arange(3)).all()
+
+
+def test_mine_hard_negatives_is_reproducible():
+    sim = torch.randn(8, 8)
+    a = P.mine_hard_negatives(sim, generator=torch.Generator().manual_seed(3))
+    b = P.mine_hard_negatives(sim, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+# --------------------------------------------------------------------------- #
+# The weighted loss
+# --------------------------------------------------------------------------- #
+def test_loss_is_the_weighted_sum_of_its_parts():
+    model = _model()
+    regions, ids, mask = _batch(6)
+    w = P.LossWeights(itc=2.0, itm=0.5, lm=3.0)
+    out = P.pretraining_loss(model, regions, ids, mask, w, generator=torch.Generator().manual_seed(0))
+    expected = 2.0 * out["itc"] + 0.5 * out["itm"] + 3.0 * out["lm"]
+    assert torch.allclose(out["loss"], expected, atol=1e-6)
+    o = model(regions, ids, mask)
+    assert torch.allclose(out["itc"], losses.clip_loss(o["image_emb"], o["text_emb"], model.logit_scale), atol=1e-6)
+
+
+def _grads(model, weights, negatives="hard"):
+    model.zero_grad(set_to_none=True)
+    out = P.pretraining_loss(model, *_batch(4), weights, negatives=negatives,
+                             generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    return out, {name: p.grad is not None for name, p in model.named_parameters()}
+
+
+def test_zero_weights_switch_branches_off():
+    model = _model().train()
+    out, has = _grads(model, P.LossWeights(1, 0, 0))
+    assert set(out) == {"loss", "itc"}
+    assert has["image_proj.weight"] and has["text_proj.weight"] and has["logit_scale"]
+    assert not has["itm_head.weight"] and not has["lm_head.weight"] and not has["dec_pos"]
+
+    out, has = _grads(model, P.LossWeights(0, 0, 1))
+    assert set(out) == {"loss", "lm"}
+    assert has["lm_head.weight"] and has["image_in.weight"] and has["text_encoder.embed.weight"]
+    assert not has["itm_head.weight"] and not has["image_proj.weight"] and not has["logit_scale"]
+    assert not has["text_encoder.encoder.layers.0.linear1.weight"]  # the text encoder did not even run
+
+    out, has = _grads(model, P.LossWeights(0, 1, 0), negatives="random")
+    assert set(out) == {"loss", "itm", "itm_acc"}
+    assert has["itm_head.weight"] and has["text_encoder.encoder.layers.0.linear1.weight"]
+    assert not has["image_proj.weight"] and not has["lm_head.weight"] and not has["logit_scale"]
+
+    out, has = _grads(model, P.LossWeights(1, 1, 1))
+    assert all(has.values())
+
+
+def test_loss_weights_validation():
+    for kwargs, name in (({"itc": -1.0}, "itc"), ({"itm": float("nan")}, "itm"), ({"lm": True}, "lm"),
+                         ({"lm": "1"}, "lm")):
+        with pytest.raises(ValueError, match=name):
+            P.LossWeights(**kwargs)
+    with pytest.raises(ValueError, match="at least one"):
+        P.LossWeights(0, 0, 0)
+
+
+def test_training_lowers_every_loss():
+    torch.manual_seed(0)
+    model = P.MultiObjectiveModel(nn.Identity(), _config()).train()
+    regions, ids, mask = _batch(8, seed=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    first = P.pretraining_loss(model, regions, ids, mask, generator=g)
+    for _ in range(30):
+        out = P.pretraining_loss(model, regions, ids, mask, generator=g)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    for k in ("itc", "lm"):
+        assert out[k] < 0.8 * first[k], k
+    assert out["itm"] < first["itm"]
+
+
+# --------------------------------------------------------------------------- #
+# Bad inputs
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("kwargs, name", [
+    ({"vocab_size": 0}, "vocab_size"), ({"dim": 15}, "dim"), ({"heads": 3}, "heads"),
+    ({"max_len": 1.5}, "max_len"), ({"pad_id": VOCAB}, "pad_id"), ({"eos_id": -1}, "eos_id"),
+    ({"n_regions": True}, "n_regions"),
+])
+def test_config_rejects_bad_sizes(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        _config(**kwargs)
+
+
+def test_model_rejects_bad_construction():
+    with pytest.raises(TypeError, match="image_encoder"):
+        P.MultiObjectiveModel("cnn", _config())
+    with pytest.raises(TypeError, match="config"):
+        P.MultiObjectiveModel(nn.Identity(), {"dim": 16})
+    with pytest.raises(ValueError, match="n_regions"):
+        P.MultiObjectiveModel(nn.Identity(), _config(n_regions=15))
+    with pytest.raises(ValueError, match="n_regions"):
+        P.grid_position_embedding(8, 16)
+    with pytest.raises(ValueError, match="dim"):
+        P.grid_position_embedding(16, 18)
+    with pytest.raises(ValueError, match="length"):
+        P.causal_mask(0)
+
+
+def test_model_rejects_bad_inputs():
+    model = _model()
+    regions, ids, mask = _batch(3)
+    tokens = model.encode_image(regions)
+    with pytest.raises(ValueError, match="image_encoder"):
+        model.encode_image(torch.randn(3, N, IMG_DIM + 1))
+    with pytest.raises(ValueError, match="image_tokens"):
+        model.embed_image(torch.randn(3, N - 1, DIM))
+    with pytest.raises(ValueError, match="pooled"):
+        model.embed_text(torch.randn(3, DIM + 1))
+    with pytest.raises(TypeError, match="ids"):
+        model.decode(tokens, ids.float())
+    with pytest.raises(ValueError, match="ids"):
+        model.decode(tokens, torch.full((3, MAX_LEN + 1), 5))
+    with pytest.raises(ValueError, match="batch size"):
+        model.decode(tokens, ids[:2])
+    with pytest.raises(ValueError, match="batch size"):
+        model.match(tokens, model.encode_text(ids, mask)[0][:2], mask[:2])
+    with pytest.raises(ValueError, match="max_len"):
+        model.generate(tokens, max_len=MAX_LEN + 1)
+    with pytest.raises(ValueError, match="max_len"):
+        model.generate(tokens, max_len=0)
+    with pytest.raises(ValueError, match="ids"):
+        model.caption_log_likelihood(tokens, ids[:, :1], mask[:, :1])
+    with pytest.raises(ValueError, match="mask"):
+        model.caption_log_likelihood(tokens, ids, mask[:, :-1])
+
+
+def test_mining_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="similarity"):
+        P.mine_hard_negatives(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="similarity"):
+        P.mine_hard_negatives(torch.zeros(1, 1))
+    with pytest.raises(TypeError, match="similarity"):
+        P.mine_hard_negatives(torch.zeros(3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="key_id"):
+        P.mine_hard_negatives(torch.zeros(3, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match="key_id"):
+        P.mine_hard_negatives(torch.zeros(3, 3), torch.zeros(3))
+
+
+def test_loss_rejects_bad_inputs():
+    model = _model()
+    regions, ids, mask = _batch(3)
+    with pytest.raises(TypeError, match="model"):
+        P.pretraining_loss(nn.Linear(2, 2), regions, ids, mask)
+    with pytest.raises(TypeError, match="weights"):
+        P.pretraining_loss(model, regions, ids, mask, {"itc": 1.0})
+    with pytest.raises(ValueError, match="mask"):
+        P.pretraining_loss(model, regions, ids, mask[:, :-1])
+    with pytest.raises(ValueError, match="images"):
+        P.pretraining_loss(model, regions[:2], ids, mask)
+    with pytest.raises(ValueError, match="negatives"):
+        P.pretraining_loss(model, regions, ids, mask, negatives="easy")
+    with pytest.raises(ValueError, match="at least 2"):
+        P.pretraining_loss(model, regions[:1], ids[:1], mask[:1])
+    with pytest.raises(ValueError, match="length >= 2"):
+        P.pretraining_loss(model, regions, ids[:, :1], mask[:, :1], P.LossWeights(0, 0, 1))
+    # a batch of one is fine without the ITM branch
+    out = P.pretraining_loss(model, regions[:1], ids[:1], mask[:1], P.LossWeights(1, 0, 1))
+    assert torch.isfinite(out["loss"])
+
+
+def test_forward_rejects_bad_ids():
+    model = _model()
+    regions, ids, mask = _batch(3)
+    with pytest.raises(TypeError, match="ids"):
+        model(regions, ids.tolist(), mask)
+    with pytest.raises(ValueError, match="batch size"):
+        model(regions, ids[:2], mask[:2])
