@@ -5,6 +5,7 @@
 #   make execute  re-execute every notebook in place (sorted, fresh kernel each)
 #   make bench    time and peak memory per notebook into bench/notebooks.md
 #                 (e.g. make bench BENCH_ARGS="--cpus 2" to use 2 CPUs only)
+#   make seeds    every notebook under seeds 1 and 2 (MMUTILS_SEED), pass/fail into bench/seeds.md
 #   make clean    remove build outputs and caches (make distclean: the venv too)
 # Every target creates .venv and installs the tested versions first if needed.
 
@@ -14,11 +15,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 BENCH_ARGS ?=
+SEEDS_ARGS ?=
 
 # Same hash order in every run (sets, dict iteration of hashed keys).
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test lab execute bench clean distclean
+.PHONY: setup book test lab execute bench seeds clean distclean
 
 setup: $(STAMP)
 
@@ -49,6 +51,9 @@ execute: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/tools/bench_notebooks.py $(BENCH_ARGS)
+
+seeds: $(STAMP)
+	$(BIN)/python tests/tools/seeds_notebooks.py $(SEEDS_ARGS)
 
 clean:
 	rm -rf _build .pytest_cache .jupyter_cache

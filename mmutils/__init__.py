@@ -1,29 +1,46 @@
 """mmutils: the helper package of *Cross-Modal Learning, Hands-On*.
 
-Use it as ``import mmutils as mm``. Submodules load on first use
-(``mm.world``, ``mm.metrics``, ...), and the most used functions are also
-available at the top level:
+Use it as ``import mmutils as mm``; submodules load on first use (``mm.world``,
+``mm.nn``, ``mm.clip`` ...), and the most used functions are also available at the
+top level (``mm.seed_everything``, ``mm.device``, ``mm.fit`` ...).
 
-===================  ==========================================================
-``mm.world``         ShapesWorld: scenes, images, captions, questions, clips, sound
-``mm.text``          tokenizers (Hugging Face ``tokenizers``) and the MiniLM model
-``mm.data``          tensors and datasets from ShapesWorld and offline real data
-``mm.runtime``       seeding, device choice, timing
-``mm.train``         a budgeted fit loop with a progress bar and a history
-``mm.metrics``       accuracy, Recall@K, BLEU, fact accuracy, Spearman, alignment
-``mm.losses``        InfoNCE, CLIP, MoCo, SimCSE and distillation losses
-``mm.plot``          small figures: image grids, curves, spectrograms, heat maps
-``mm.encoders``      image, text and audio encoders (chapter 1)
-``mm.probes``        unimodal probes (chapter 1)
-``mm.fusion``        early, late, FiLM and cross-attention fusion (chapter 2)
-``mm.captioning``    attention captioner, greedy and beam search (chapter 3)
-``mm.matching``      hard negatives, cross-encoder matching, re-ranking (chapter 4)
-``mm.vqa``           visual question answering models and baselines (chapter 5)
-``mm.clip``          CLIP-style dual encoder, zero-shot, relation-swap test (chapter 9)
-``mm.moco``          momentum contrast, augmentations, linear probes (chapter 10)
-``mm.simcse``        sentence encoder, SimCSE, synthetic STS benchmark (chapter 11)
-``mm.pretraining``   contrastive + matching + captioning in one model (chapter 12)
-===================  ==========================================================
+The package has three layers; a module imports only from the layers below it,
+and a chapter module never imports another chapter module:
+
+1. Foundation, which knows nothing of neural networks:
+
+   ===================  ======================================================
+   ``mm.checks``        argument checks shared by every public function
+   ``mm.runtime``       seeding, device choice, timing
+   ``mm.world``         ShapesWorld: scenes, images, captions, questions, clips,
+                        sound, per-cell labels and scene perturbations
+   ``mm.train``         a fit loop by steps with a progress bar and a history
+   ``mm.text``          tokenizers (Hugging Face ``tokenizers``) and the MiniLM model
+   ``mm.augment``       batched image augmentations on tensors
+   ``mm.data``          tensors and datasets from ShapesWorld and offline real data
+   ``mm.metrics``       accuracy, Recall@K, BLEU, fact accuracy, Spearman, alignment
+   ``mm.plot``          small figures: image grids, curves, spectrograms, heat maps
+   ===================  ======================================================
+
+2. ``mm.nn``, the building blocks: ``mm.nn.layers`` (pooling, FiLM, cross-attention
+   blocks, coordinate grids, masks), ``mm.nn.encoders`` (one configurable conv
+   tower, text and audio encoders, a region tagger), ``mm.nn.fusion`` (early,
+   late, FiLM and cross-attention fusion) and ``mm.nn.losses`` (InfoNCE, CLIP,
+   MoCo, SimCSE and distillation losses).
+
+3. One module per method family, each used by its chapter:
+
+   ===================  ======================================================
+   ``mm.probes``        unimodal probes (chapter 1)
+   ``mm.keras_port``    the classic Keras text + image + audio network in PyTorch (chapter 1)
+   ``mm.captioning``    attention captioner, greedy and beam search (chapter 3)
+   ``mm.matching``      hard negatives, cross-encoder matching, re-ranking (chapter 4)
+   ``mm.vqa``           visual question answering models and baselines (chapter 5)
+   ``mm.clip``          CLIP-style dual encoder, zero-shot, relation-swap test (chapter 9)
+   ``mm.moco``          momentum contrast, linear probes (chapter 10)
+   ``mm.simcse``        sentence encoder, SimCSE, synthetic STS benchmark (chapter 11)
+   ``mm.pretraining``   contrastive + matching + captioning in one model (chapter 12)
+   ===================  ======================================================
 """
 from __future__ import annotations
 

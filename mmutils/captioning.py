@@ -1,27 +1,16 @@
-"""Image captioning with visual attention: a CNN that keeps a grid of regions, a
-recurrent decoder with additive attention, teacher forcing, greedy and beam-search
-decoding.
+"""Image captioning with visual attention (chapter 3): a recurrent decoder that attends over image regions.
 
-The model follows *Show, Attend and Tell* (Xu et al., 2015), whose decoder is an
-LSTM that, before each word, looks at the image with the additive attention of
-Bahdanau et al. (2015):
+Show, Attend and Tell (Xu et al., 2015): an LSTM or GRU decoder that looks at the image before each word with
+the additive attention of Bahdanau et al. (2015).
 
-* :class:`AdditiveAttention` – ``e_i = v^T tanh(W_q h + W_k r_i)``, ``alpha = softmax(e)``,
-  context ``z = sum_i alpha_i r_i``.
-* :class:`AttentionDecoder` – embedding + GRU (Cho et al., 2014) or LSTM (Hochreiter
-  and Schmidhuber, 1997) cell; initial state from the mean region; input
-  ``[E y_{t-1}; z_t]``; "deep output" logits from ``[h_t; z_t; E y_{t-1}]``.
-  ``forward`` is teacher-forced and returns the logits and attention weights of
-  every step; :meth:`AttentionDecoder.step` advances one word.
-* :class:`Captioner` – an image encoder (e.g. :class:`mmutils.encoders.SpatialCNN`,
-  or ``nn.Identity()`` for precomputed region tokens) plus the decoder.
-* :func:`caption_loss` – masked cross-entropy that ignores padding;
-  :func:`attention_penalty` – Xu et al.'s "doubly stochastic" regularizer.
-* :func:`greedy_decode` (batched) and :func:`beam_search` (batched over images and
-  beams, optional length normalization as in Wu et al., 2016).
+* :class:`AdditiveAttention` – ``e_i = v^T tanh(W_q h + W_k r_i)``, ``alpha = softmax(e)``, ``z = sum_i alpha_i r_i``.
+* :class:`AttentionDecoder` – the recurrent decoder (teacher-forced ``forward``, one-word ``step``).
+* :class:`Captioner` – an image encoder plus the decoder.
+* :func:`caption_loss` / :func:`attention_penalty` – masked cross-entropy; Xu et al.'s "doubly stochastic" penalty.
+* :func:`greedy_decode` / :func:`beam_search` – batched decoding (length normalization as in Wu et al., 2016).
 
-Token conventions are those of :func:`mmutils.text.train_tokenizer`: ``[PAD]`` 0,
-``[BOS]`` 2, ``[EOS]`` 3, padding on the right.
+Token conventions are those of :func:`mmutils.text.train_tokenizer` (ids :data:`mmutils.text.PAD_ID`,
+:data:`~mmutils.text.BOS_ID`, :data:`~mmutils.text.EOS_ID`, also importable from here), padding on the right.
 """
 from __future__ import annotations
 
@@ -29,85 +18,51 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import check_tensor
+from .checks import check_choice, check_float, check_instance, check_int, check_mask, check_tensor
+from .text import BOS_ID, EOS_ID, PAD_ID
 
-__all__ = [
-    "AdditiveAttention", "AttentionDecoder", "Captioner", "caption_loss", "attention_penalty",
-    "greedy_decode", "beam_search",
-]
-
-PAD_ID, BOS_ID, EOS_ID = 0, 2, 3
+__all__ = ["AdditiveAttention", "AttentionDecoder", "Captioner", "caption_loss", "attention_penalty",
+           "greedy_decode", "beam_search"]
 
 
-def _check_dim(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def _check_id(name: str, value, vocab_size: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int token id, got {type(value).__name__}")
-    if not 0 <= value < vocab_size:
-        raise ValueError(f"{name} must be a token id in [0, {vocab_size}), got {value}")
-    return value
-
-
-# --------------------------------------------------------------------------- #
-# Attention
-# --------------------------------------------------------------------------- #
+# -- Attention ----------------------------------------------------------------
 class AdditiveAttention(nn.Module):
     """Additive ("Bahdanau", "concat") attention of a query over a set of keys.
 
-    Scores ``e_i = v^T tanh(W_q q + W_k k_i + b)`` (Bahdanau et al., 2015), weights
-    ``alpha = softmax_i(e_i)`` over the unmasked keys, context ``sum_i alpha_i k_i``.
-    Xu et al. (2015) use it with the decoder state as query and the CNN's
+    Scores ``e_i = v^T tanh(W_q q + W_k k_i + b)`` (Bahdanau et al., 2015), weights ``alpha = softmax_i(e_i)`` over the
+    unmasked keys, context ``sum_i alpha_i k_i``. Xu et al. (2015) use it with the decoder state as query and the CNN's
     region vectors as keys ("soft" attention).
 
-    ``forward(query, keys, mask=None, projected=None)``: query (B, query_dim),
-    keys (B, N, key_dim), mask (B, N) bool/int (1 = attend) ->
-    (context (B, key_dim), weights (B, N)); each row of ``weights`` sums to 1.
-    A query of shape (B, T, query_dim) (T queries per image, e.g. every step of
-    a caption) gives context (B, T, key_dim) and weights (B, T, N).
-    ``projected`` is :meth:`project` ``(keys)``, (B, N, attn_dim): pass it to
-    avoid recomputing ``W_k k_i`` at every decoding step.
+    ``forward(query, keys, mask=None, projected=None)``: query (B, query_dim), keys (B, N, key_dim), mask (B, N)
+    bool/int (1 = attend) -> (context (B, key_dim), weights (B, N)); each row of ``weights`` sums to 1. A query of shape
+    (B, T, query_dim) (T queries per image, e.g. every step of a caption) gives context (B, T, key_dim) and weights
+    (B, T, N). ``projected`` is :meth:`project` ``(keys)``, (B, N, attn_dim): pass it to avoid recomputing ``W_k k_i``
+    at every decoding step.
     """
 
     def __init__(self, query_dim: int, key_dim: int, attn_dim: int = 32):
         super().__init__()
-        self.query_dim = _check_dim("query_dim", query_dim)
-        self.key_dim = _check_dim("key_dim", key_dim)
-        self.attn_dim = _check_dim("attn_dim", attn_dim)
+        self.query_dim = check_int("query_dim", query_dim, min=1)
+        self.key_dim = check_int("key_dim", key_dim, min=1)
+        self.attn_dim = check_int("attn_dim", attn_dim, min=1)
         self.w_query = nn.Linear(query_dim, attn_dim, bias=False)
         self.w_key = nn.Linear(key_dim, attn_dim)
         self.v = nn.Linear(attn_dim, 1, bias=False)
 
     def project(self, keys: torch.Tensor) -> torch.Tensor:
         """``W_k k_i + b`` for every key: (B, N, key_dim) -> (B, N, attn_dim)."""
-        check_tensor("keys", keys, 3, size={2: self.key_dim}, dtype_kind="float")
         return self.w_key(keys)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None,
                 projected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(query, torch.Tensor) or query.ndim not in (2, 3):
-            raise ValueError(f"query must be a (B, query_dim) or (B, T, query_dim) tensor, got "
-                             f"{tuple(query.shape) if isinstance(query, torch.Tensor) else type(query).__name__}")
-        check_tensor("query", query, query.ndim, size={-1: self.query_dim}, dtype_kind="float")
-        check_tensor("keys", keys, 3, size={0: query.shape[0], 2: self.key_dim}, dtype_kind="float")
         if projected is None:
-            projected = self.w_key(keys)
-        elif projected.shape != (*keys.shape[:2], self.attn_dim):
-            raise ValueError(f"projected must have shape {(*keys.shape[:2], self.attn_dim)}, "
-                             f"got {tuple(projected.shape)}")
+            projected = self.w_key(keys)  # (B, N, A)
         single = query.ndim == 2
         q = self.w_query(query.unsqueeze(1) if single else query)  # (B, T, A)
         scores = self.v(torch.tanh(projected[:, None] + q[:, :, None])).squeeze(-1)  # (B, T, N)
         if mask is not None:
-            check_tensor("mask", mask, 2, size={0: keys.shape[0], 1: keys.shape[1]})
-            mask = mask.bool()
-            if not mask.any(dim=1).all():
+            mask = check_mask("mask", mask, keys)  # (B, N) bool
+            if not mask.any(dim=1).all():  # a row with nothing to attend to would give NaN weights
                 raise ValueError("mask must leave at least one key per row to attend to")
             scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
         weights = scores.softmax(dim=-1)  # (B, T, N), rows sum to 1
@@ -117,51 +72,43 @@ class AdditiveAttention(nn.Module):
         return context, weights
 
 
-# --------------------------------------------------------------------------- #
-# Decoder
-# --------------------------------------------------------------------------- #
+# -- Decoder ------------------------------------------------------------------
 class AttentionDecoder(nn.Module):
     """Recurrent caption decoder that attends over image regions for each word.
 
     Show, Attend and Tell (Xu et al., 2015), with a GRU or LSTM:
 
-    * optionally a learned position embedding ``p_i`` is added to each region,
-      ``r_i <- r_i + p_i`` (``n_regions`` given), so that the attended context
-      also says *where* it looked;
+    * optionally a learned position embedding ``p_i`` is added to each region, ``r_i <- r_i + p_i``
+      (``n_regions`` given), so that the attended context also says *where* it looked;
     * initial state ``h_0 = tanh(W_init mean_i r_i)`` (for the LSTM also ``c_0``);
     * ``attend="previous"`` (Xu et al.): ``z_t, alpha_t = Attention(h_{t-1}, r)``, then
       ``h_t = RNN([E y_{t-1}; z_t], h_{t-1})``;
-      ``attend="current"`` (the "spatial attention" of Lu et al., 2017):
-      ``h_t = RNN(E y_{t-1}, h_{t-1})``, then ``z_t, alpha_t = Attention(h_t, r)``. The
-      recurrence no longer waits for the attention, so teacher forcing runs the
-      RNN over the whole caption in one call and attends at all steps at once
-      (several times faster on a CPU);
+      ``attend="current"`` (the "spatial attention" of Lu et al., 2017): ``h_t = RNN(E y_{t-1}, h_{t-1})``, then
+      ``z_t, alpha_t = Attention(h_t, r)``. The recurrence no longer waits for the attention, so teacher forcing runs
+      the RNN over the whole caption in one call and attends at all steps at once (several times faster on a CPU);
     * "deep output" logits ``W_out tanh(W_h h_t + W_z z_t + E y_{t-1})`` over the vocabulary.
 
-    ``forward(regions, input_ids)`` is teacher-forced: regions (B, N, region_dim)
-    float, input_ids (B, L) int starting with ``[BOS]`` -> (logits (B, L - 1, vocab_size),
-    weights (B, L - 1, N)); step ``t`` reads ``input_ids[:, t]`` and predicts
-    ``input_ids[:, t + 1]``. The decoder is causal: tokens after position ``t``
-    (e.g. padding) do not change the outputs of step ``t``.
+    ``forward(regions, input_ids)`` is teacher-forced: regions (B, N, region_dim) float, input_ids (B, L) int starting
+    with ``[BOS]`` -> (logits (B, L - 1, vocab_size), weights (B, L - 1, N)); step ``t`` reads ``input_ids[:, t]`` and
+    predicts ``input_ids[:, t + 1]``. The decoder is causal: tokens after position ``t`` (e.g. padding) do not change
+    the outputs of step ``t``.
     """
 
     def __init__(self, vocab_size: int, region_dim: int, *, embed_dim: int = 32, hidden: int = 64,
                  attn_dim: int = 32, cell: str = "gru", attend: str = "previous", n_regions: int | None = None,
                  pad_id: int = PAD_ID, dropout: float = 0.0):
         super().__init__()
-        self.vocab_size = _check_dim("vocab_size", vocab_size)
-        self.region_dim = _check_dim("region_dim", region_dim)
-        self.embed_dim = _check_dim("embed_dim", embed_dim)
-        self.hidden = _check_dim("hidden", hidden)
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
-        if attend not in ("previous", "current"):
-            raise ValueError(f"attend must be 'previous' (Xu et al.) or 'current' (Lu et al.), got {attend!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
-        self.cell_type, self.attend = cell, attend
-        self.pad_id = _check_id("pad_id", pad_id, vocab_size)
-        self.n_regions = None if n_regions is None else _check_dim("n_regions", n_regions)
+        self.vocab_size = check_int("vocab_size", vocab_size, min=1)
+        self.region_dim = check_int("region_dim", region_dim, min=1)
+        self.embed_dim = check_int("embed_dim", embed_dim, min=1)
+        self.hidden = check_int("hidden", hidden, min=1)
+        self.cell_type = check_choice("cell", cell, ("gru", "lstm"))
+        self.attend = check_choice("attend", attend, ("previous", "current"))
+        check_float("dropout", dropout, min=0.0, max=1.0)
+        self.pad_id = check_int("pad_id", pad_id, min=0, max=vocab_size - 1)
+        self.n_regions = None if n_regions is None else check_int("n_regions", n_regions, min=1)
+        # the (dim: length) sizes of the regions every public call checks: (B, n_regions or any N, region_dim)
+        self._regions_size = {2: region_dim} if n_regions is None else {1: n_regions, 2: region_dim}
         self.pos = None
         if n_regions is not None:
             self.pos = nn.Parameter(torch.zeros(n_regions, region_dim))
@@ -182,18 +129,13 @@ class AttentionDecoder(nn.Module):
     def prepare(self, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image work done once: (B, N, region_dim) -> (regions with positions
         (B, N, region_dim), their attention projection (B, N, attn_dim))."""
-        check_tensor("regions", regions, 3, size={2: self.region_dim}, dtype_kind="float")
         if self.pos is not None:
-            if regions.shape[1] != self.n_regions:
-                raise ValueError(f"regions must have n_regions={self.n_regions} regions (dimension 1), "
-                                 f"got shape {tuple(regions.shape)}")
             regions = regions + self.pos
         return regions, self.attention.project(regions)
 
     def init_state(self, regions: torch.Tensor):
         """Initial state from the mean region (after :meth:`prepare`): (B, N, region_dim) ->
         h (B, hidden) for the GRU, (h, c) for the LSTM."""
-        check_tensor("regions", regions, 3, size={2: self.region_dim}, dtype_kind="float")
         mean = regions.mean(dim=1)  # (B, region_dim)
         h = torch.tanh(self.init_h(mean))  # (B, H)
         return h if self.init_c is None else (h, torch.tanh(self.init_c(mean)))
@@ -213,9 +155,8 @@ class AttentionDecoder(nn.Module):
     def step(self, tokens: torch.Tensor, state, regions: torch.Tensor, projected: torch.Tensor):
         """One decoding step.
 
-        tokens (B,) int (the previous word), state from :meth:`init_state` or the
-        last step, ``regions, projected = prepare(raw_regions)`` ->
-        (logits (B, vocab_size), new state, weights (B, N)).
+        tokens (B,) int (the previous word), state from :meth:`init_state` or the last step, ``regions, projected =
+        prepare(raw_regions)`` -> (logits (B, vocab_size), new state, weights (B, N)).
         """
         emb = self.embed(tokens)  # (B, E)
         if self.attend == "previous":
@@ -229,11 +170,12 @@ class AttentionDecoder(nn.Module):
         return self._logits(h, context, emb), state, weights
 
     def forward(self, regions: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        regions, projected = self.prepare(regions)
-        check_tensor("input_ids", input_ids, 2, size={0: regions.shape[0]}, dtype_kind="int")
+        check_tensor("regions", regions, 3, size=self._regions_size, dtype="float")
+        check_tensor("input_ids", input_ids, 2, size={0: regions.shape[0]}, dtype="int")
         if input_ids.shape[1] < 2:
             raise ValueError(f"input_ids must hold at least 2 tokens ([BOS] and one target), "
                              f"got shape {tuple(input_ids.shape)}")
+        regions, projected = self.prepare(regions)
         state = self.init_state(regions)
         emb = self.embed(input_ids[:, :-1])  # (B, T, E) teacher forcing: the true previous words
         if self.attend == "previous":  # the recurrence waits for each attention step
@@ -254,82 +196,58 @@ class AttentionDecoder(nn.Module):
 class Captioner(nn.Module):
     """An image encoder that keeps a grid of regions plus an :class:`AttentionDecoder`.
 
-    ``encoder``: images (B, C, H, W) -> region tokens (B, N, region_dim), e.g.
-    :class:`mmutils.encoders.SpatialCNN` (N = 16 for 32x32 images and three
-    stages), or ``nn.Identity()`` when the regions are precomputed by a frozen
-    encoder. ``forward(images, input_ids)`` -> (logits (B, L - 1, V), weights (B, L - 1, N)).
+    ``encoder``: images (B, C, H, W) -> region tokens (B, N, region_dim), e.g. :class:`mmutils.nn.encoders.ConvTower`
+    with ``max_pool=True`` (N = 16 for 32x32 images and three stages), or ``nn.Identity()`` when the regions are
+    precomputed by a frozen encoder. ``forward(images, input_ids)`` -> (logits (B, L - 1, V), weights (B, L - 1, N));
+    the decoder checks the regions the encoder returns.
     """
 
     def __init__(self, encoder: nn.Module, decoder: AttentionDecoder):
         super().__init__()
-        if not isinstance(encoder, nn.Module):
-            raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
-        if not isinstance(decoder, AttentionDecoder):
-            raise TypeError(f"decoder must be an AttentionDecoder, got {type(decoder).__name__}")
-        self.encoder = encoder
-        self.decoder = decoder
+        self.encoder = check_instance("encoder", encoder, nn.Module)
+        self.decoder = check_instance("decoder", decoder, AttentionDecoder)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Region tokens (B, N, region_dim) of ``images``."""
-        regions = self.encoder(images)
-        check_tensor("regions (the encoder's output)", regions, 3, size={2: self.decoder.region_dim},
-                     dtype_kind="float")
-        return regions
+        return self.encoder(images)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decoder(self.encode(images), input_ids)
 
 
-# --------------------------------------------------------------------------- #
-# Losses
-# --------------------------------------------------------------------------- #
+# -- Losses -------------------------------------------------------------------
 def caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = PAD_ID,
                  label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean token cross-entropy over the non-padding targets.
 
-    ``logits`` (B, T, V) float, ``targets`` (B, T) int (for teacher forcing,
-    ``input_ids[:, 1:]``); positions where ``targets == pad_id`` are ignored, so
-    padding a batch more does not change the loss. Returns a scalar tensor
+    ``logits`` (B, T, V) float, ``targets`` (B, T) int (for teacher forcing, ``input_ids[:, 1:]``); positions where
+    ``targets == pad_id`` are ignored, so padding a batch more does not change the loss. Returns a scalar tensor
     (``log V`` for uniform logits).
     """
-    check_tensor("logits", logits, 3, dtype_kind="float")
-    check_tensor("targets", targets, 2, size={0: logits.shape[0], 1: logits.shape[1]}, dtype_kind="int")
-    if isinstance(pad_id, bool) or not isinstance(pad_id, int):
-        raise TypeError(f"pad_id must be an int, got {type(pad_id).__name__}")
-    if not (targets != pad_id).any():
+    check_tensor("logits", logits, 3, dtype="float")
+    check_tensor("targets", targets, 2, size={0: logits.shape[0], 1: logits.shape[1]}, dtype="int")
+    check_int("pad_id", pad_id)
+    label_smoothing = check_float("label_smoothing", label_smoothing, min=0.0, max=1.0)
+    if not (targets != pad_id).any():  # the mean over no token would be NaN
         raise ValueError("targets must contain at least one non-padding token")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-            or not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be a float in [0, 1), got {label_smoothing!r}")
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id,
-                           label_smoothing=float(label_smoothing))
+                           label_smoothing=label_smoothing)
 
 
 def attention_penalty(weights: torch.Tensor, targets: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
     """The "doubly stochastic" attention regularizer of Xu et al. (2015), per caption.
 
-    ``mean_b sum_i (1 - sum_t alpha_{b,t,i})^2`` (the paper's ``tau`` = 1), the sum over
-    the steps ``t`` whose target is not padding. It pushes the decoder to look at
-    every region about once over a caption. ``weights`` (B, T, N), ``targets`` (B, T).
+    ``mean_b sum_i (1 - sum_t alpha_{b,t,i})^2`` (the paper's ``tau`` = 1), the sum over the steps ``t`` whose target is
+    not padding. It pushes the decoder to look at every region about once over a caption. ``weights`` (B, T, N),
+    ``targets`` (B, T).
     """
-    check_tensor("weights", weights, 3, dtype_kind="float")
-    check_tensor("targets", targets, 2, size={0: weights.shape[0], 1: weights.shape[1]}, dtype_kind="int")
+    check_tensor("weights", weights, 3, dtype="float")
+    check_tensor("targets", targets, 2, size={0: weights.shape[0], 1: weights.shape[1]}, dtype="int")
     mask = (targets != pad_id).to(weights.dtype).unsqueeze(-1)  # (B, T, 1)
     return (1 - (weights * mask).sum(dim=1)).pow(2).sum(dim=1).mean()
 
 
-# --------------------------------------------------------------------------- #
-# Decoding
-# --------------------------------------------------------------------------- #
-def _check_decoding(decoder, regions, bos_id, eos_id, max_len) -> None:
-    if not isinstance(decoder, AttentionDecoder):
-        raise TypeError(f"decoder must be an AttentionDecoder, got {type(decoder).__name__}")
-    check_tensor("regions", regions, 3, size={2: decoder.region_dim}, dtype_kind="float")
-    _check_id("bos_id", bos_id, decoder.vocab_size)
-    _check_id("eos_id", eos_id, decoder.vocab_size)
-    _check_dim("max_len", max_len)
-
-
+# -- Decoding -----------------------------------------------------------------
 def _select_state(state, index: torch.Tensor):
     return state[index] if isinstance(state, torch.Tensor) else tuple(s[index] for s in state)
 
@@ -339,13 +257,16 @@ def greedy_decode(decoder: AttentionDecoder, regions: torch.Tensor, *, bos_id: i
                   eos_id: int = EOS_ID, max_len: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched greedy decoding: at each step feed back the most likely word.
 
-    ``regions`` (B, N, region_dim). Decoding starts from ``bos_id`` and stops once
-    every caption has produced ``eos_id`` or after ``max_len`` words.
-    Returns (tokens (B, T) int64 without ``[BOS]``, the ``[EOS]`` included and
-    ``pad_id`` after it; weights (B, T, N), zero after ``[EOS]``), T <= max_len.
-    Decode the tokens to text with :func:`mmutils.text.decode`.
+    ``regions`` (B, N, region_dim). Decoding starts from ``bos_id`` and stops once every caption has produced ``eos_id``
+    or after ``max_len`` words. Returns (tokens (B, T) int64 without ``[BOS]``, the ``[EOS]`` included and ``pad_id``
+    after it; weights (B, T, N), zero after ``[EOS]``), T <= max_len. Decode the tokens to text with
+    :func:`mmutils.text.decode`.
     """
-    _check_decoding(decoder, regions, bos_id, eos_id, max_len)
+    check_instance("decoder", decoder, AttentionDecoder)
+    check_tensor("regions", regions, 3, size=decoder._regions_size, dtype="float")
+    for name, token in (("bos_id", bos_id), ("eos_id", eos_id)):
+        check_int(name, token, min=0, max=decoder.vocab_size - 1)
+    check_int("max_len", max_len, min=1)
     b = regions.shape[0]
     regions, projected = decoder.prepare(regions)
     state = decoder.init_state(regions)
@@ -370,24 +291,24 @@ def beam_search(decoder: AttentionDecoder, regions: torch.Tensor, beam_size: int
                 length_penalty: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched beam search: keep the ``beam_size`` most likely partial captions per image.
 
-    At every step each live beam is extended by every word; of the ``beam_size *
-    vocab_size`` candidates of an image the ``beam_size`` with the highest total
-    log-probability survive. A beam that has produced ``eos_id`` is finished: it
-    keeps its score and is extended only by padding. At the end the beam with the
-    best ``score / length ** length_penalty`` wins (length counts the words and
-    ``[EOS]``; ``length_penalty=0`` ranks by log-probability alone, and then
-    ``beam_size=1`` is exactly :func:`greedy_decode`).
+    At every step each live beam is extended by every word; of the ``beam_size * vocab_size`` candidates of an image the
+    ``beam_size`` with the highest total log-probability survive. A beam that has produced ``eos_id`` is finished: it
+    keeps its score and is extended only by padding. At the end the beam with the best
+    ``score / length ** length_penalty`` wins (length counts the words and ``[EOS]``; ``length_penalty=0`` ranks by
+    log-probability alone, and then ``beam_size=1`` is exactly :func:`greedy_decode`).
 
-    ``regions`` (B, N, region_dim). Returns (tokens (B, T), weights (B, T, N),
-    scores (B,) the winners' log-probabilities), formatted as in :func:`greedy_decode`.
+    ``regions`` (B, N, region_dim). Returns (tokens (B, T), weights (B, T, N), scores (B,) the winners'
+    log-probabilities), formatted as in :func:`greedy_decode`.
     """
-    _check_decoding(decoder, regions, bos_id, eos_id, max_len)
-    k = _check_dim("beam_size", beam_size)
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
-        raise ValueError(f"length_penalty must be a float >= 0, got {length_penalty!r}")
+    check_instance("decoder", decoder, AttentionDecoder)
+    check_tensor("regions", regions, 3, size=decoder._regions_size, dtype="float")
+    for name, token in (("bos_id", bos_id), ("eos_id", eos_id)):
+        check_int(name, token, min=0, max=decoder.vocab_size - 1)
+    check_int("max_len", max_len, min=1)
+    k = check_int("beam_size", beam_size, min=1)
+    check_float("length_penalty", length_penalty, min=0.0)
     b, n = regions.shape[:2]
-    v = decoder.vocab_size
-    dev = regions.device
+    v, dev = decoder.vocab_size, regions.device
     flat, projected = decoder.prepare(regions.repeat_interleave(k, dim=0))  # beam j of image i: row i*K + j
     state = decoder.init_state(flat)
     scores = torch.full((b, k), float("-inf"), device=dev)

@@ -1,16 +1,9 @@
-"""Data as tensors: ShapesWorld datasets generated once, and offline real data.
+"""The datasets of the notebooks as tensors: ShapesWorld data generated once, and offline real data.
 
-ShapesWorld builders (:func:`make_caption_data`, :func:`make_vqa_data`,
-:func:`make_sequence_data`, :func:`make_audio_data`) render everything in one
-vectorized pass and return a dict of tensors (on ``device``) plus the Python
-objects they came from (scenes, captions, questions), so that a training loop
-only indexes tensors (see :func:`mmutils.train.random_batches`).
-
-Real data, all installed with the course's packages (nothing is downloaded):
-scikit-learn's handwritten digits (:func:`load_digits_tensors`) and sample
-photos (:func:`sample_photos`), scikit-image photos (:func:`skimage_photos`),
-and any image-caption folder in COCO or Flickr layout (:func:`load_caption_folder`,
-:class:`CaptionFolderDataset`).
+* ``make_caption_data``, ``make_vqa_data``, ``make_sequence_data``, ``make_audio_data`` – ShapesWorld
+  rendered in one pass: a dict of tensors plus the scenes, captions or questions they came from.
+* ``load_digits_tensors``, ``sample_photos``, ``skimage_photos`` – real data installed with scikit-learn / -image.
+* ``load_caption_folder``, ``CaptionFolderDataset`` – any image-caption folder in COCO or Flickr layout.
 """
 from __future__ import annotations
 
@@ -25,6 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import world
+from .checks import check_instance, check_int, check_rng, check_subset
+from .text import encode_batch
+
 __all__ = [
     "ArrayDataset", "to_tensor_images",
     "make_caption_data", "make_vqa_data", "make_sequence_data", "make_audio_data",
@@ -37,20 +34,6 @@ SKIMAGE_PHOTOS = (
     "astronaut", "brick", "camera", "cell", "chelsea", "coffee", "coins", "colorwheel", "grass", "gravel",
     "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text",
 )
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-
-
-def _check_int(name: str, value, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_device(device) -> None:
-    if device is not None and not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str, torch.device or None, got {type(device).__name__}")
 
 
 def _to(tensors: dict[str, Any], device) -> dict[str, Any]:
@@ -59,9 +42,7 @@ def _to(tensors: dict[str, Any], device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
 
 
-# --------------------------------------------------------------------------- #
-# Tensors
-# --------------------------------------------------------------------------- #
+# ---- Tensors -----------------------------------------------------------------
 class ArrayDataset(Dataset):
     """A map-style dataset over tensors of equal length: ``ArrayDataset(images=x, labels=y)``.
 
@@ -72,16 +53,9 @@ class ArrayDataset(Dataset):
     def __init__(self, **tensors: torch.Tensor | np.ndarray) -> None:
         if not tensors:
             raise ValueError("tensors: expected at least one named tensor, e.g. ArrayDataset(x=..., y=...)")
-        converted = {}
-        for name, t in tensors.items():
-            if isinstance(t, np.ndarray):
-                t = torch.as_tensor(t)
-            if not isinstance(t, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(t).__name__}")
-            if t.ndim == 0:
-                raise ValueError(f"{name} must have a first (item) dimension, got a 0-d tensor")
-            converted[name] = t
-        lengths = {name: t.shape[0] for name, t in converted.items()}
+        converted = {name: torch.as_tensor(t) if isinstance(t, np.ndarray) else check_instance(name, t, torch.Tensor)
+                     for name, t in tensors.items()}
+        lengths = {name: len(t) for name, t in converted.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"tensors must all have the same length, got {lengths}")
         self.tensors = converted
@@ -94,7 +68,6 @@ class ArrayDataset(Dataset):
 
     def to(self, device: torch.device | str) -> "ArrayDataset":
         """A copy with every tensor on ``device``."""
-        _check_device(device)
         return ArrayDataset(**{k: v.to(device) for k, v in self.tensors.items()})
 
     def __repr__(self) -> str:
@@ -107,52 +80,25 @@ def to_tensor_images(images: np.ndarray, device: torch.device | str | None = Non
 
     E.g. ``(n, H, W, 3)`` -> ``(n, 3, H, W)``; video ``(n, T, H, W, 3)`` -> ``(n, T, 3, H, W)``.
     """
-    if not isinstance(images, np.ndarray):
-        raise TypeError(f"images must be a numpy uint8 array, got {type(images).__name__}")
-    if images.dtype != np.uint8:
+    if check_instance("images", images, np.ndarray).dtype != np.uint8:
         raise TypeError(f"images must have dtype uint8, got {images.dtype}")
     if images.ndim < 3 or images.shape[-1] not in (1, 3):
         raise ValueError(f"images must have shape (..., H, W, 3) or (..., H, W, 1), got {images.shape}")
-    _check_device(device)
     t = torch.from_numpy(np.ascontiguousarray(images))
     if device is not None:
         t = t.to(device)  # move the uint8 array: a quarter of the bytes of float
     return t.movedim(-1, -3).float().div_(255.0).contiguous()
 
 
-# --------------------------------------------------------------------------- #
-# ShapesWorld builders
-# --------------------------------------------------------------------------- #
-def _check_tokenizer(tokenizer, optional: bool = False) -> None:
-    if tokenizer is None and optional:
-        return
-    from transformers import PreTrainedTokenizerBase
-
-    if not isinstance(tokenizer, PreTrainedTokenizerBase):
-        raise TypeError(f"tokenizer must be a transformers tokenizer (see mmutils.text.train_tokenizer), "
-                        f"got {type(tokenizer).__name__}")
-
-
+# ---- ShapesWorld builders ----------------------------------------------------
 def _text_tensors(tokenizer, texts: list[str], max_length: int | None) -> dict[str, torch.Tensor]:
-    from .text import encode_batch
-
     ids, mask = encode_batch(tokenizer, texts, max_length=max_length)
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def make_caption_data(
-    n: int,
-    *,
-    tokenizer,
-    size: int = 32,
-    min_objects: int = 1,
-    max_objects: int = 2,
-    noise: float = 0.0,
-    canonical: bool = False,
-    max_length: int | None = None,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
+def make_caption_data(n: int, *, tokenizer, size: int = 32, min_objects: int = 1, max_objects: int = 2,
+                      noise: float = 0.0, canonical: bool = False, max_length: int | None = None, seed: int = 0,
+                      device: torch.device | str | None = None) -> dict[str, Any]:
     """``n`` ShapesWorld images with one caption each, as tensors.
 
     Scenes (:func:`mmutils.world.sample_scenes`), images (:func:`~mmutils.world.render`)
@@ -165,12 +111,8 @@ def make_caption_data(
     ``input_ids`` and ``attention_mask`` int64 (n, L), all on ``device``;
     ``scenes`` (list of Scene) and ``captions`` (list of str).
     """
-    from . import world
-
-    n = _check_int("n", n, minimum=1)
-    _check_tokenizer(tokenizer)
-    _check_device(device)
-    rng = np.random.default_rng(_check_int("seed", seed, minimum=0))
+    n = check_int("n", n, min=1)
+    rng = check_rng("seed", seed)
     scenes = world.sample_scenes(n, min_objects=min_objects, max_objects=max_objects, seed=rng)
     images = world.render(scenes, size=size, noise=noise, seed=rng)
     texts = world.captions(scenes, seed=rng, canonical=canonical)
@@ -178,19 +120,9 @@ def make_caption_data(
     return {**_to(out, device), "scenes": scenes, "captions": texts}
 
 
-def make_vqa_data(
-    n: int,
-    *,
-    tokenizer,
-    size: int = 32,
-    min_objects: int = 1,
-    max_objects: int = 3,
-    qtypes: Sequence[str] | None = None,
-    noise: float = 0.0,
-    max_length: int | None = None,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
+def make_vqa_data(n: int, *, tokenizer, size: int = 32, min_objects: int = 1, max_objects: int = 3,
+                  qtypes: Sequence[str] | None = None, noise: float = 0.0, max_length: int | None = None,
+                  seed: int = 0, device: torch.device | str | None = None) -> dict[str, Any]:
     """``n`` ShapesWorld images with one typed question each, as tensors.
 
     Question types are drawn uniformly among the ``qtypes`` (default: all of
@@ -202,38 +134,21 @@ def make_vqa_data(
     :data:`mmutils.world.QUESTION_TYPES` (all on ``device``); ``scenes`` and
     ``questions`` (list of :class:`mmutils.world.Question`).
     """
-    from . import world
-
-    n = _check_int("n", n, minimum=1)
-    _check_tokenizer(tokenizer)
-    _check_device(device)
-    rng = np.random.default_rng(_check_int("seed", seed, minimum=0))
+    n = check_int("n", n, min=1)
+    rng = check_rng("seed", seed)
     scenes = world.sample_scenes(n, min_objects=min_objects, max_objects=max_objects, seed=rng)
     images = world.render(scenes, size=size, noise=noise, seed=rng)
     qs = world.questions(scenes, seed=rng, qtypes=qtypes)
-    out = {
-        "images": to_tensor_images(images),
-        **_text_tensors(tokenizer, [q.text for q in qs], max_length),
-        "answers": torch.tensor([world.ANSWERS.index(q.answer) for q in qs], dtype=torch.long),
-        "qtypes": torch.tensor([world.QUESTION_TYPES.index(q.qtype) for q in qs], dtype=torch.long),
-    }
+    out = {"images": to_tensor_images(images), **_text_tensors(tokenizer, [q.text for q in qs], max_length),
+           "answers": torch.tensor([world.ANSWERS.index(q.answer) for q in qs], dtype=torch.long),
+           "qtypes": torch.tensor([world.QUESTION_TYPES.index(q.qtype) for q in qs], dtype=torch.long)}
     return {**_to(out, device), "scenes": scenes, "questions": qs}
 
 
-def make_sequence_data(
-    n: int,
-    *,
-    frames: int = 8,
-    tokenizer=None,
-    size: int = 32,
-    min_objects: int = 1,
-    max_objects: int = 1,
-    speed: float = 0.05,
-    bounce: bool = False,
-    max_length: int | None = None,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
+def make_sequence_data(n: int, *, frames: int = 8, tokenizer=None, size: int = 32, min_objects: int = 1,
+                       max_objects: int = 1, speed: float = 0.05, bounce: bool = False,
+                       max_length: int | None = None, seed: int = 0,
+                       device: torch.device | str | None = None) -> dict[str, Any]:
     """``n`` clips of moving shapes with a caption of the motion, as tensors.
 
     Returns a dict: ``videos`` float (n, frames, 3, size, size) in [0, 1];
@@ -242,12 +157,8 @@ def make_sequence_data(
     with a ``tokenizer`` also ``input_ids`` and ``attention_mask`` (n, L) of the
     captions (all on ``device``); ``sequences`` and ``captions``.
     """
-    from . import world
-
-    n = _check_int("n", n, minimum=1)
-    _check_tokenizer(tokenizer, optional=True)
-    _check_device(device)
-    rng = np.random.default_rng(_check_int("seed", seed, minimum=0))
+    n = check_int("n", n, min=1)
+    rng = check_rng("seed", seed)
     seqs = world.sample_sequences(n, frames=frames, min_objects=min_objects, max_objects=max_objects,
                                   speed=speed, bounce=bounce, seed=rng)
     videos = world.render_sequences(seqs, size=size)
@@ -263,20 +174,9 @@ def make_sequence_data(
     return {**_to(out, device), "sequences": seqs, "captions": texts}
 
 
-def make_audio_data(
-    n: int,
-    *,
-    sample_rate: int = 8000,
-    duration: float = 0.5,
-    n_fft: int = 256,
-    hop_length: int = 64,
-    min_objects: int = 1,
-    max_objects: int = 1,
-    noise: float = 0.0,
-    size: int = 32,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
+def make_audio_data(n: int, *, sample_rate: int = 8000, duration: float = 0.5, n_fft: int = 256,
+                    hop_length: int = 64, min_objects: int = 1, max_objects: int = 1, noise: float = 0.0,
+                    size: int = 32, seed: int = 0, device: torch.device | str | None = None) -> dict[str, Any]:
     """``n`` ShapesWorld scenes with their sound, spectrogram, image and attribute labels.
 
     Each object sounds one tone (pitch from its shape, timbre from its colour,
@@ -290,11 +190,8 @@ def make_audio_data(
     ``shapes``, ``colors``, ``sizes`` int64 (n, max_objects), ``counts`` int64 (n,)
     (all on ``device``); ``scenes``.
     """
-    from . import world
-
-    n = _check_int("n", n, minimum=1)
-    _check_device(device)
-    rng = np.random.default_rng(_check_int("seed", seed, minimum=0))
+    n = check_int("n", n, min=1)
+    rng = check_rng("seed", seed)
     scenes = world.sample_scenes(n, min_objects=min_objects, max_objects=max_objects, seed=rng)
     waves = world.synthesize_audio(scenes, sample_rate=sample_rate, duration=duration, noise=noise, seed=rng)
     spec = world.spectrogram(waves, n_fft=n_fft, hop_length=hop_length)
@@ -304,19 +201,13 @@ def make_audio_data(
             labels["shapes"][i, k] = world.SHAPES.index(o.shape)
             labels["colors"][i, k] = world.COLORS.index(o.color)
             labels["sizes"][i, k] = world.SIZES.index(o.size)
-    out = {
-        "waveforms": torch.from_numpy(waves),
-        "spectrograms": spec,
-        "images": to_tensor_images(world.render(scenes, size=size)),
-        **labels,
-        "counts": torch.tensor([len(s) for s in scenes], dtype=torch.long),
-    }
+    out = {"waveforms": torch.from_numpy(waves), "spectrograms": spec,
+           "images": to_tensor_images(world.render(scenes, size=size)), **labels,
+           "counts": torch.tensor([len(s) for s in scenes], dtype=torch.long)}
     return {**_to(out, device), "scenes": scenes}
 
 
-# --------------------------------------------------------------------------- #
-# Real data shipped with installed packages
-# --------------------------------------------------------------------------- #
+# ---- Real data shipped with installed packages -------------------------------
 def load_digits_tensors(device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's handwritten digits (1797 scans of 8x8 pixels, UCI; Alpaydin & Kaynak, 1998).
 
@@ -324,13 +215,10 @@ def load_digits_tensors(device: torch.device | str | None = None) -> tuple[torch
     """
     from sklearn.datasets import load_digits
 
-    _check_device(device)
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).div_(16.0).unsqueeze(1)
     labels = torch.tensor(bunch.target, dtype=torch.long)
-    if device is not None:
-        images, labels = images.to(device), labels.to(device)
-    return images, labels
+    return (images, labels) if device is None else (images.to(device), labels.to(device))
 
 
 def sample_photos() -> dict[str, np.ndarray]:
@@ -348,15 +236,8 @@ def skimage_photos(names: Sequence[str] = ("astronaut", "coffee", "chelsea", "ro
     """
     import skimage.data
 
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        raise TypeError(f"names must be a list of strings, got {type(names).__name__}")
-    if not names:
-        raise ValueError("names must not be empty")
-    unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
-    if unknown:
-        raise ValueError(f"names has unknown photos {unknown}; expected some of {SKIMAGE_PHOTOS}")
     out = {}
-    for name in names:
+    for name in check_subset("names", names, SKIMAGE_PHOTOS):
         img = np.asarray(getattr(skimage.data, name)())
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=-1)
@@ -364,9 +245,7 @@ def skimage_photos(names: Sequence[str] = ("astronaut", "coffee", "chelsea", "ro
     return out
 
 
-# --------------------------------------------------------------------------- #
-# Image-caption folders (COCO or Flickr layout)
-# --------------------------------------------------------------------------- #
+# ---- Image-caption folders (COCO or Flickr layout) ---------------------------
 def _find_image(root: Path, name: str, source: Path) -> Path:
     for folder in (root / "images", root / "Images", root):
         path = folder / name
@@ -378,23 +257,18 @@ def _find_image(root: Path, name: str, source: Path) -> Path:
 def _read_coco(root: Path, path: Path) -> list[tuple[Path, list[str]]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        files = {im["id"]: str(im["file_name"]) for im in data["images"]}
+        anns = [(ann["image_id"], ann["caption"].strip()) for ann in data["annotations"]]
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("annotations"), list):
-        raise ValueError(f"{path} must be COCO captions JSON with lists 'images' and 'annotations'")
-    files: dict[Any, str] = {}
-    for k, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            raise ValueError(f"{path}: images[{k}] must have 'id' and 'file_name'")
-        files[im["id"]] = str(im["file_name"])
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} must be COCO captions JSON: 'images' with 'id' and 'file_name', "
+                         f"'annotations' with 'image_id' and a string 'caption' ({err!r})") from err
     caps: dict[Any, list[str]] = {i: [] for i in files}
-    for k, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
-            raise ValueError(f"{path}: annotations[{k}] must have 'image_id' and a string 'caption'")
-        if ann["image_id"] not in caps:
-            raise ValueError(f"{path}: annotations[{k}] refers to unknown image_id {ann['image_id']!r}")
-        caps[ann["image_id"]].append(ann["caption"].strip())
+    for k, (i, caption) in enumerate(anns):
+        if i not in caps:
+            raise ValueError(f"{path}: annotations[{k}] refers to unknown image_id {i!r}")
+        caps[i].append(caption)
     return [(_find_image(root, files[i], path), c) for i, c in caps.items() if c]
 
 
@@ -435,18 +309,14 @@ def load_caption_folder(root: str | Path) -> list[tuple[Path, list[str]]]:
     Images without any caption are skipped. Raises ``FileNotFoundError`` for a
     missing folder, caption file or image, ``ValueError`` for a malformed caption file.
     """
-    if not isinstance(root, (str, Path)):
-        raise TypeError(f"root must be a str or Path, got {type(root).__name__}")
-    root = Path(root)
+    root = Path(check_instance("root", root, (str, Path)))
     if not root.is_dir():
         raise FileNotFoundError(f"root: caption folder {root} does not exist")
     if (root / "captions.json").is_file():
-        items = _read_coco(root, root / "captions.json")
-    elif (root / "captions.txt").is_file():
-        items = _read_flickr(root, root / "captions.txt")
-    else:
-        raise FileNotFoundError(f"root: {root} has neither captions.json (COCO) nor captions.txt (Flickr)")
-    return items
+        return _read_coco(root, root / "captions.json")
+    if (root / "captions.txt").is_file():
+        return _read_flickr(root, root / "captions.txt")
+    raise FileNotFoundError(f"root: {root} has neither captions.json (COCO) nor captions.txt (Flickr)")
 
 
 class CaptionFolderDataset(Dataset):
@@ -458,8 +328,6 @@ class CaptionFolderDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, transform: Callable | None = None) -> None:
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
         self.root = Path(root) if isinstance(root, (str, Path)) else root
         self.samples = load_caption_folder(root)
         self.transform = transform

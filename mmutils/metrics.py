@@ -1,5 +1,5 @@
-"""Evaluation metrics: accuracy, duplicate-aware Recall@K, corpus BLEU, caption fact
-accuracy, Spearman correlation, and the alignment/uniformity of embeddings."""
+"""The evaluation metrics of the chapters: accuracy, duplicate-aware Recall@K, corpus BLEU,
+caption fact accuracy, Spearman correlation, and the alignment/uniformity of embeddings."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,9 @@ from typing import Hashable, Sequence
 import numpy as np
 import torch
 
+from .checks import check_instance, check_int, check_texts
+from .world import desc_matches, facts_hold, parse_caption
+
 __all__ = [
     "accuracy", "recall_at_k", "retrieval_ranks", "corpus_bleu", "fact_accuracy",
     "spearman", "alignment", "uniformity",
@@ -16,11 +19,8 @@ __all__ = [
 
 
 def _as_tensor(name: str, x) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    return x
+    """``x`` as a tensor (numpy arrays are wrapped without a copy)."""
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else check_instance(name, x, torch.Tensor)
 
 
 def accuracy(logits_or_preds, targets) -> float:
@@ -36,11 +36,9 @@ def accuracy(logits_or_preds, targets) -> float:
     if pred.ndim != 1 or targets.ndim != 1:
         raise ValueError(f"logits_or_preds must be (n, classes) or (n,) and targets (n,), got "
                          f"{tuple(pred.shape)} and {tuple(targets.shape)}")
-    if pred.shape[0] != targets.shape[0]:
-        raise ValueError(f"logits_or_preds and targets must have the same batch size, got "
+    if pred.shape[0] != targets.shape[0] or pred.shape[0] == 0:
+        raise ValueError(f"logits_or_preds and targets must have the same, non-zero batch size, got "
                          f"{pred.shape[0]} and {targets.shape[0]}")
-    if pred.shape[0] == 0:
-        raise ValueError("targets must not be empty")
     return (pred.cpu() == targets.cpu()).float().mean().item()
 
 
@@ -65,8 +63,7 @@ def retrieval_ranks(similarity, query_keys: Sequence[Hashable], gallery_keys: Se
     correct = q[:, None] == g[None, :]  # (nq, ng)
     order = sim.cpu().argsort(dim=1, descending=True)
     hits = correct.gather(1, order)  # (nq, ng), in ranked order
-    first = torch.where(hits.any(dim=1), hits.float().argmax(dim=1), torch.full((len(q),), sim.shape[1]))
-    return first
+    return torch.where(hits.any(dim=1), hits.float().argmax(dim=1), torch.full((len(q),), sim.shape[1]))
 
 
 def recall_at_k(similarity, query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable],
@@ -75,8 +72,7 @@ def recall_at_k(similarity, query_keys: Sequence[Hashable], gallery_keys: Sequen
 
     See :func:`retrieval_ranks` for the arguments. Returns ``{k: recall}``.
     """
-    if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive ints, got {ks!r}")
+    ks = [check_int("ks", k, min=1) for k in ks]
     ranks = retrieval_ranks(similarity, query_keys, gallery_keys)
     return {k: (ranks < k).float().mean().item() for k in ks}
 
@@ -94,19 +90,18 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]], 
     sentence. No smoothing: agrees with ``sacrebleu.corpus_bleu(...,
     tokenize="none", smooth_method="none") / 100``.
 
-    ``hypotheses``: n strings; ``references``: n lists of reference strings.
+    ``hypotheses``: a list of n strings; ``references``: a list of n non-empty lists of reference strings.
     """
-    if isinstance(hypotheses, str) or len(hypotheses) != len(references):
-        raise ValueError(f"hypotheses and references must be sequences of the same length, got "
-                         f"{len(hypotheses)} and {len(references)}")
-    if not isinstance(max_n, int) or max_n < 1:
-        raise ValueError(f"max_n must be a positive int, got {max_n!r}")
+    hypotheses = check_texts("hypotheses", hypotheses)
+    if len(check_instance("references", references, (list, tuple))) != len(hypotheses):
+        raise ValueError(f"hypotheses and references must have the same length, got {len(hypotheses)} and "
+                         f"{len(references)}")
+    max_n = check_int("max_n", max_n, min=1)
     matches = [0] * max_n
     totals = [0] * max_n
     hyp_len = ref_len = 0
-    for hyp, refs in zip(hypotheses, references):
-        if isinstance(refs, str) or not refs:
-            raise ValueError("references must hold a non-empty list of strings per hypothesis")
+    for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
+        refs = check_texts(f"references[{i}]", refs)
         h = hyp.split()
         rs = [r.split() for r in refs]
         hyp_len += len(h)
@@ -132,23 +127,20 @@ def fact_accuracy(captions: Sequence[str], scenes) -> dict[str, float]:
     "complete": share that are true and mention every object of the scene}``.
     A caption outside the grammar counts as false.
     """
-    from . import world
-
-    if len(captions) != len(scenes):
+    captions = check_texts("captions", captions)
+    if len(check_instance("scenes", scenes, (list, tuple))) != len(captions):
         raise ValueError(f"captions and scenes must have the same length, got {len(captions)} and {len(scenes)}")
-    if not captions:
-        raise ValueError("captions must not be empty")
     parsed = true = complete = 0
     for text, scene in zip(captions, scenes):
         try:
-            facts = world.parse_caption(text)
+            facts = parse_caption(text)
         except ValueError:
             continue
         parsed += 1
-        if world.facts_hold(facts, scene):
+        if facts_hold(facts, scene):
             true += 1
             mentioned = {f[1] for f in facts if f[0] == "exists"}
-            if all(any(world._desc_matches(m, o.desc) for m in mentioned) for o in scene.objects) \
+            if all(any(desc_matches(m, o.desc) for m in mentioned) for o in scene.objects) \
                     and len(mentioned) == len(scene.objects):
                 complete += 1
     n = len(captions)
@@ -160,10 +152,8 @@ def spearman(x, y) -> float:
     from scipy.stats import spearmanr
 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.ndim != 1 or y.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"x and y must be 1-D of the same length, got {x.shape} and {y.shape}")
-    if x.size < 2:
-        raise ValueError("x and y must have at least 2 elements")
+    if x.ndim != 1 or x.shape != y.shape or x.size < 2:
+        raise ValueError(f"x and y must be 1-D of the same length >= 2, got {x.shape} and {y.shape}")
     return float(spearmanr(x, y).statistic)
 
 
@@ -193,5 +183,4 @@ def uniformity(x, t: float = 2.0) -> float:
     x = _unit("x", x)
     if x.shape[0] < 2:
         raise ValueError("x must hold at least 2 embeddings")
-    sq = torch.pdist(x).pow(2)
-    return sq.mul(-t).exp().mean().log().item()
+    return torch.pdist(x).pow(2).mul(-t).exp().mean().log().item()

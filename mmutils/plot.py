@@ -1,10 +1,7 @@
-"""Small figures for the notebooks: image grids, training curves, spectrograms,
-similarity heat maps and grouped bar charts.
+"""The notebooks' small figures: image grids, training curves, spectrograms, heat maps and grouped bars.
 
-Every function returns a :class:`matplotlib.figure.Figure` and leaves it closed
-in ``pyplot``: it is shown once when it is the value of a notebook cell (or
-passed to ``display``), and figures never pile up in loops or tests. Figures
-are small (``dpi=90`` by default) so that stored notebooks stay small.
+Every function returns a :class:`matplotlib.figure.Figure` closed in ``pyplot``: it shows once as the value
+of a notebook cell (or via ``display``) and never piles up in loops. ``dpi=90`` keeps stored notebooks small.
 """
 from __future__ import annotations
 
@@ -18,25 +15,12 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .checks import check_float, check_instance, check_int, check_texts
+from .train import History
+
 __all__ = ["figure", "image_grid", "training_curves", "spectrogram_plot", "heatmap", "bar_table"]
 
 DPI = 90
-
-
-def _check_number(name: str, value, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return float(value)
-
-
-def _check_count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def figure(nrows: int = 1, ncols: int = 1, *, panel_size: tuple[float, float] = (3.2, 2.4),
@@ -46,42 +30,26 @@ def figure(nrows: int = 1, ncols: int = 1, *, panel_size: tuple[float, float] = 
     Returns ``(fig, axes)`` where ``axes`` is always a 2-D array of shape
     ``(nrows, ncols)``. The figure is closed in ``pyplot`` (see the module note).
     """
-    nrows, ncols = _check_count("nrows", nrows), _check_count("ncols", ncols)
-    if (not isinstance(panel_size, (tuple, list)) or len(panel_size) != 2
-            or not all(isinstance(v, (int, float)) and v > 0 for v in panel_size)):
-        raise ValueError(f"panel_size must be a pair of positive numbers (width, height), got {panel_size!r}")
-    _check_count("dpi", dpi)
+    nrows, ncols = check_int("nrows", nrows, min=1), check_int("ncols", ncols, min=1)
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
                              dpi=dpi, squeeze=False, **subplots_kw)
     plt.close(fig)
     return fig, axes
 
 
-# --------------------------------------------------------------------------- #
-# Images
-# --------------------------------------------------------------------------- #
+# ---- Images ------------------------------------------------------------------
 def _images_hwc(images) -> np.ndarray:
     """Images as a numpy array (n, H, W, C) with C in {1, 3}, float in [0, 1] or uint8."""
-    if isinstance(images, torch.Tensor):
-        arr = images.detach().cpu()
-        if arr.ndim == 3:  # (n, H, W)
-            arr = arr[:, None]
-        if arr.ndim != 4 or arr.shape[1] not in (1, 3):
-            raise ValueError(f"images: a tensor must have shape (n, 3, H, W), (n, 1, H, W) or (n, H, W), "
-                             f"got {tuple(images.shape)}")
+    is_tensor = isinstance(check_instance("images", images, (np.ndarray, torch.Tensor)), torch.Tensor)
+    arr = images.detach().cpu() if is_tensor else images
+    if arr.ndim == 3:  # (n, H, W)
+        arr = arr[:, None] if is_tensor else arr[..., None]
+    if arr.ndim != 4 or arr.shape[1 if is_tensor else -1] not in (1, 3) or arr.shape[0] == 0:
+        raise ValueError(f"images must have shape (n, 3, H, W) or (n, 1, H, W) (tensor), (n, H, W, 3) or "
+                         f"(n, H, W, 1) (array), or (n, H, W), with n > 0; got {tuple(images.shape)}")
+    if is_tensor:
         arr = arr.permute(0, 2, 3, 1)
         arr = arr.numpy() if arr.dtype == torch.uint8 else arr.float().numpy()
-    elif isinstance(images, np.ndarray):
-        arr = images
-        if arr.ndim == 3:
-            arr = arr[..., None]
-        if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
-            raise ValueError(f"images: an array must have shape (n, H, W, 3), (n, H, W, 1) or (n, H, W), "
-                             f"got {images.shape}")
-    else:
-        raise TypeError(f"images must be a numpy array or torch tensor, got {type(images).__name__}")
-    if arr.shape[0] == 0:
-        raise ValueError("images must contain at least one image, got 0")
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.floating):
@@ -103,15 +71,10 @@ def image_grid(images, captions: Sequence[str] | None = None, ncols: int = 8, sc
     """
     arr = _images_hwc(images)
     n = arr.shape[0]
-    ncols = min(_check_count("ncols", ncols), n)
-    scale = _check_number("scale", scale)
-    if captions is not None:
-        if isinstance(captions, str) or not isinstance(captions, Sequence):
-            raise TypeError(f"captions must be a list of strings, got {type(captions).__name__}")
-        if len(captions) != n:
-            raise ValueError(f"captions must have one string per image ({n}), got {len(captions)}")
-        if not all(isinstance(c, str) for c in captions):
-            raise TypeError("captions must contain only strings")
+    ncols = min(check_int("ncols", ncols, min=1), n)
+    scale = check_float("scale", scale, positive=True)
+    if captions is not None and len(check_texts("captions", captions)) != n:
+        raise ValueError(f"captions must have one string per image ({n}), got {len(captions)}")
     nrows = math.ceil(n / ncols)
     width = max(12, int(16 * scale))
     cap_h = 0.0 if captions is None else 0.05 + 0.14 * max(len(textwrap.wrap(c, width)) for c in captions)
@@ -126,8 +89,7 @@ def image_grid(images, captions: Sequence[str] | None = None, ncols: int = 8, sc
                       interpolation="nearest")
         else:
             ax.imshow(img, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         if captions is not None:
             ax.set_xlabel("\n".join(textwrap.wrap(captions[k], width)), fontsize=7)
     if title is not None:
@@ -136,9 +98,7 @@ def image_grid(images, captions: Sequence[str] | None = None, ncols: int = 8, sc
     return fig
 
 
-# --------------------------------------------------------------------------- #
-# Curves
-# --------------------------------------------------------------------------- #
+# ---- Curves ------------------------------------------------------------------
 def _history_series(history) -> dict[str, tuple[list, list]]:
     """name -> (x, y) for a History: the loss, the extra metrics, the evaluation metrics."""
     series = {"loss": (list(history.steps), list(history.losses))} if history.losses else {}
@@ -174,8 +134,6 @@ def training_curves(history_or_dict, keys: Sequence[str] | None = None, *, smoot
     exponential moving average over the raw curve (evaluation curves are not smoothed).
     Returns the figure, with one axes per panel.
     """
-    from .train import History
-
     if isinstance(history_or_dict, Mapping) and {"steps", "losses", "metrics", "evals"} <= set(history_or_dict):
         d = history_or_dict
         history_or_dict = History(list(d["steps"]), list(d["losses"]), {k: list(v) for k, v in d["metrics"].items()},
@@ -183,7 +141,7 @@ def training_curves(history_or_dict, keys: Sequence[str] | None = None, *, smoot
     if isinstance(history_or_dict, History):
         runs = {"": _history_series(history_or_dict)}
         eval_names = set(history_or_dict.eval_names())
-    elif isinstance(history_or_dict, Mapping) and history_or_dict:
+    elif isinstance(history_or_dict, Mapping):  # an empty dict has nothing to plot
         values = list(history_or_dict.values())
         if all(isinstance(v, History) for v in values):
             runs = {str(k): _history_series(v) for k, v in history_or_dict.items()}
@@ -201,27 +159,21 @@ def training_curves(history_or_dict, keys: Sequence[str] | None = None, *, smoot
                     raise ValueError(f"history_or_dict[{name!r}] must be 1-D, got shape {y.shape}")
                 runs[""][str(name)] = (list(range(len(y))), list(y))
             eval_names = set()
-    elif isinstance(history_or_dict, Mapping):
-        raise ValueError("history_or_dict must not be empty")
     else:
         raise TypeError(f"history_or_dict must be a History or a dict, got {type(history_or_dict).__name__}")
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0 <= smooth < 1:
-        raise ValueError(f"smooth must be a number in [0, 1), got {smooth!r}")
+    if check_float("smooth", smooth, min=0.0) >= 1:
+        raise ValueError(f"smooth must be a number in [0, 1), got {smooth}")
 
     available: list[str] = []
     for series in runs.values():
         available += [k for k in series if k not in available]
     if keys is None:
         keys = available
-    else:
-        if isinstance(keys, str) or not isinstance(keys, Sequence):
-            raise TypeError(f"keys must be a list of names, got {type(keys).__name__}")
-        unknown = [k for k in keys if k not in available]
-        if unknown or not keys:
-            raise ValueError(f"keys has unknown names {unknown}; available: {available}")
+    elif any(k not in available for k in check_texts("keys", keys)):
+        raise ValueError(f"keys must name some of the logged values {available}, got {keys!r}")
     if not keys:
         raise ValueError("history_or_dict has nothing to plot (no logged values)")
-    ncols = min(_check_count("ncols", ncols), len(keys))
+    ncols = min(check_int("ncols", ncols, min=1), len(keys))
     nrows = math.ceil(len(keys) / ncols)
     fig, axes = figure(nrows, ncols, panel_size=(3.0, 2.2), dpi=dpi)
     for k, ax in enumerate(axes.flat):
@@ -252,18 +204,14 @@ def training_curves(history_or_dict, keys: Sequence[str] | None = None, *, smoot
     return fig
 
 
-# --------------------------------------------------------------------------- #
-# Spectrograms, heat maps, bars
-# --------------------------------------------------------------------------- #
+# ---- Spectrograms, heat maps, bars -------------------------------------------
 def _as_2d(name: str, value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().float().numpy()
     elif not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
-    if value.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {tuple(value.shape)}")
-    if value.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+    if value.ndim != 2 or value.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {tuple(value.shape)}")
     return value.astype(float)
 
 
@@ -277,14 +225,10 @@ def spectrogram_plot(spec, sample_rate: int, hop_length: int, ax: Axes | None = 
     Returns the figure.
     """
     s = _as_2d("spec", spec)
-    sample_rate = _check_count("sample_rate", sample_rate)
-    hop_length = _check_count("hop_length", hop_length)
+    sample_rate = check_int("sample_rate", sample_rate, min=1)
+    hop_length = check_int("hop_length", hop_length, min=1)
     own = ax is None
-    if ax is None:
-        fig, axes = figure(1, 1, panel_size=(3.4, 2.2), dpi=dpi)
-        ax = axes[0, 0]
-    elif not isinstance(ax, Axes):
-        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    ax = figure(1, 1, panel_size=(3.4, 2.2), dpi=dpi)[1][0, 0] if own else check_instance("ax", ax, Axes)
     fig = ax.figure
     duration = s.shape[1] * hop_length / sample_rate
     ax.imshow(s, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
@@ -297,16 +241,6 @@ def spectrogram_plot(spec, sample_rate: int, hop_length: int, ax: Axes | None = 
     if own:
         fig.tight_layout(pad=0.4)
     return fig
-
-
-def _check_labels(name: str, labels, n: int) -> list[str] | None:
-    if labels is None:
-        return None
-    if isinstance(labels, str) or not isinstance(labels, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(labels).__name__}")
-    if len(labels) != n:
-        raise ValueError(f"{name} must have {n} entries (one per matrix row/column), got {len(labels)}")
-    return [str(v) for v in labels]
 
 
 def heatmap(matrix, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
@@ -322,8 +256,9 @@ def heatmap(matrix, row_labels: Sequence[str] | None = None, col_labels: Sequenc
     """
     m = _as_2d("matrix", matrix)
     rows, cols = m.shape
-    row_labels = _check_labels("row_labels", row_labels, rows)
-    col_labels = _check_labels("col_labels", col_labels, cols)
+    for name, labels, n in (("row_labels", row_labels, rows), ("col_labels", col_labels, cols)):
+        if labels is not None and len(check_texts(name, labels)) != n:
+            raise ValueError(f"{name} must have {n} entries (one per matrix row/column), got {len(labels)}")
     if annotate is None:
         annotate = rows <= 10 and cols <= 10
     w = min(8.0, 1.2 + 0.45 * cols + (1.2 if row_labels else 0))
@@ -362,23 +297,15 @@ def bar_table(table: Mapping[str, Mapping[str, float]], *, title: str | None = N
     ``{"late fusion": {"color": 0.9, "relation": 0.5}, "cross-attention": {...}}``.
     A group missing from a series is left empty. Returns the figure, with one axes.
     """
-    if not isinstance(table, Mapping):
-        raise TypeError(f"table must be a dict of dicts, got {type(table).__name__}")
-    if not table:
-        raise ValueError("table must not be empty")
+    check_instance("table", table, Mapping)
     groups: list[str] = []
     for name, row in table.items():
-        if not isinstance(row, Mapping):
-            raise TypeError(f"table[{name!r}] must be a dict group -> value, got {type(row).__name__}")
-        for g, v in row.items():
-            if isinstance(v, torch.Tensor) and v.numel() == 1:
-                v = v.item()
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-                raise TypeError(f"table[{name!r}][{g!r}] must be a number, got {type(v).__name__}")
+        for g, v in check_instance(f"table[{name!r}]", row, Mapping).items():
+            check_float(f"table[{name!r}][{g!r}]", v.item() if isinstance(v, torch.Tensor) else v)
             if g not in groups:
                 groups.append(g)
     if not groups:
-        raise ValueError("table has no values (all inner dicts are empty)")
+        raise ValueError("table has no values (it or all its inner dicts are empty)")
     n_series = len(table)
     width = 0.8 / n_series
     x = np.arange(len(groups))
@@ -397,8 +324,7 @@ def bar_table(table: Mapping[str, Mapping[str, float]], *, title: str | None = N
     if title is not None:
         ax.set_title(title, fontsize=9)
     if n_series > 1:
-        ax.legend(fontsize=7, frameon=False, ncols=min(n_series, 4), loc="upper center",
-                  bbox_to_anchor=(0.5, -0.12))
+        ax.legend(fontsize=7, frameon=False, ncols=min(n_series, 4), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout(pad=0.4)
     return fig

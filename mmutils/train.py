@@ -1,13 +1,8 @@
-"""A budgeted training loop with a text progress bar and a history.
+"""The training loop of every notebook: a fit by steps with a text progress bar and a history.
 
-* :func:`fit` – run ``max_steps`` optimizer steps (or until ``max_seconds``) of
-  ``loss_fn(model, batches(step))``, logging every loss and optional
-  evaluations into a :class:`History`.
-* :func:`random_batches` – random mini-batches indexed from tensors that stay on
-  the device (no ``DataLoader``, no per-item Python).
-
-Notebooks train for a fixed number of steps so that their results do not
-depend on the speed of the machine; ``max_seconds`` is for exploration.
+* :func:`fit` – ``max_steps`` optimizer steps (or ``max_seconds``) of ``loss_fn(model, batches(step))``.
+* :func:`random_batches` – random mini-batches indexed from tensors that stay on the device.
+* :class:`History` – every logged loss, extra metric and evaluation.
 """
 from __future__ import annotations
 
@@ -21,7 +16,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .runtime import Budget
+from .checks import check_float, check_instance, check_int, check_tensor
+from .runtime import Budget, evaluating
 
 __all__ = ["History", "fit", "random_batches"]
 
@@ -49,8 +45,6 @@ class History:
 
     def eval_series(self, name: str) -> tuple[list[int], list[float]]:
         """The steps and values of evaluation metric ``name``: two lists of equal length."""
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
         pts = [(s, d[name]) for s, d in self.evals if name in d]
         if not pts:
             raise KeyError(f"name {name!r} is not an evaluation metric; known: {self.eval_names()}")
@@ -68,8 +62,6 @@ class History:
 
         Raises ``KeyError`` if ``name`` was never logged, ``ValueError`` if nothing was logged yet.
         """
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
         if name == "loss":
             if not self.losses:
                 raise ValueError("name 'loss': nothing was logged yet")
@@ -84,24 +76,14 @@ class History:
 
     def as_dict(self) -> dict[str, Any]:
         """A plain, JSON-friendly dict with the fields of the history."""
-        return {
-            "steps": list(self.steps),
-            "losses": list(self.losses),
-            "metrics": {k: list(v) for k, v in self.metrics.items()},
-            "evals": [[s, dict(d)] for s, d in self.evals],
-            "seconds": self.seconds,
-        }
+        return {"steps": list(self.steps), "losses": list(self.losses),
+                "metrics": {k: list(v) for k, v in self.metrics.items()},
+                "evals": [[s, dict(d)] for s, d in self.evals], "seconds": self.seconds}
 
 
-# --------------------------------------------------------------------------- #
-# fit
-# --------------------------------------------------------------------------- #
+# ---- fit ---------------------------------------------------------------------
 def _batch_source(batches) -> Callable[[int], Any]:
-    """Turn ``batches`` (callable, iterator or re-iterable) into ``step -> batch``.
-
-    An exhausted iterator raises ``StopIteration``; a re-iterable (a list, a
-    ``DataLoader``) starts a new pass when it runs out.
-    """
+    """``batches`` as ``step -> batch``: an iterator ends training when exhausted, a re-iterable is cycled."""
     if isinstance(batches, torch.Tensor):
         raise TypeError("batches must be a callable step -> batch or an iterator of batches, got a Tensor; "
                         "use random_batches(tensor, batch_size=...)")
@@ -125,23 +107,15 @@ def _batch_source(batches) -> Callable[[int], Any]:
 
 
 def _split_loss(out, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The loss (a scalar tensor) and the extra values to log from what ``loss_fn`` returned."""
+    extras = {}
     if isinstance(out, Mapping):
         if "loss" not in out:
             raise ValueError(f"loss_fn returned a dict without a 'loss' key (keys: {list(out)})")
         extras = {k: v for k, v in out.items() if k != "loss"}
         out = out["loss"]
-    else:
-        extras = {}
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"loss_fn must return a scalar tensor or a dict with 'loss', got {type(out).__name__}")
-    if out.numel() != 1:
+    if check_instance("loss_fn's loss", out, torch.Tensor).numel() != 1:
         raise ValueError(f"loss_fn must return a scalar loss, got shape {tuple(out.shape)} at step {step}")
-    for k, v in extras.items():
-        if isinstance(v, torch.Tensor):
-            if v.numel() != 1:
-                raise ValueError(f"loss_fn extra {k!r} must be a scalar, got shape {tuple(v.shape)}")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"loss_fn extra {k!r} must be a number or scalar tensor, got {type(v).__name__}")
     return out.reshape(()), extras
 
 
@@ -149,104 +123,52 @@ def _as_float(v) -> float:
     return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
 
 
-def _run_eval(model: torch.nn.Module, eval_fn: Callable, step: int) -> dict[str, float]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = eval_fn(model)
-    finally:
-        model.train(was_training)
-    if isinstance(out, Mapping):
-        return {str(k): _as_float(v) for k, v in out.items()}
-    if isinstance(out, (int, float, torch.Tensor)) and not isinstance(out, bool):
-        return {"eval": _as_float(out)}
-    raise TypeError(f"eval_fn must return a number or a dict of numbers, got {type(out).__name__} at step {step}")
+def _run_eval(model: torch.nn.Module, eval_fn: Callable) -> dict[str, float]:
+    """``eval_fn(model)`` in eval mode without gradients, as a dict of floats (a number is named "eval")."""
+    with evaluating(model):
+        out = eval_fn(model)
+    return {str(k): _as_float(v) for k, v in out.items()} if isinstance(out, Mapping) else {"eval": _as_float(out)}
 
 
-def _check_positive(name: str, value, integer: bool = False):
-    if value is None:
-        return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def fit(
-    model: torch.nn.Module,
-    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor | Mapping[str, Any]],
-    batches: Callable[[int], Any] | Iterable,
-    *,
-    max_steps: int | None = None,
-    max_seconds: float | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    lr: float = 1e-3,
-    eval_fn: Callable[[torch.nn.Module], Mapping[str, float] | float] | None = None,
-    eval_every: int | None = None,
-    progress: bool = True,
-    desc: str = "train",
-    grad_clip: float | None = None,
-    scheduler: Any | None = None,
-) -> History:
+def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor | Mapping[str, Any]],
+        batches: Callable[[int], Any] | Iterable, *, max_steps: int | None = None, max_seconds: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
+        eval_fn: Callable[[torch.nn.Module], Mapping[str, float] | float] | None = None,
+        eval_every: int | None = None, progress: bool = True, desc: str = "train", grad_clip: float | None = None,
+        scheduler: Any | None = None) -> History:
     """Train ``model`` by gradient descent on ``loss_fn`` for a step or time budget.
 
-    Each step draws ``batch = batches(step)`` (``step`` counts from 0; an
-    iterator is advanced instead), computes ``loss_fn(model, batch)`` — a
-    scalar tensor, or a dict with ``"loss"`` and extra scalars to log — then
-    back-propagates, clips the gradient norm to ``grad_clip`` if given, and
-    steps the optimizer (AdamW, Loshchilov & Hutter 2019, with learning rate
-    ``lr`` when ``optimizer`` is None) and ``scheduler`` (if given, once per step).
+    Each step draws ``batch = batches(step)`` (``step`` counts from 0; an iterator is advanced instead), computes
+    ``loss_fn(model, batch)`` (a scalar tensor, or a dict with ``"loss"`` and extra scalars to log), back-propagates,
+    clips the gradient norm to ``grad_clip`` if given, and steps the optimizer (AdamW, Loshchilov & Hutter 2019,
+    with learning rate ``lr`` when ``optimizer`` is None) and ``scheduler`` (if given, once per step).
 
-    The model is in train mode while training. ``eval_fn(model)`` (returning a
-    number or a dict of numbers) runs in eval mode under ``torch.no_grad()``
-    every ``eval_every`` steps and after the last step. The model's original
-    mode is restored at the end. A non-finite loss raises ``FloatingPointError``.
-
-    Training stops after ``max_steps`` steps or ``max_seconds`` seconds
-    (whichever comes first; at least one is required), or when an iterator of
-    batches runs out. Progress is a plain text ``tqdm`` bar on stdout that
-    ends showing the last loss.
-
-    Returns a :class:`History`.
+    ``eval_fn(model)`` (a number or a dict of numbers) runs in eval mode under ``torch.no_grad()`` every
+    ``eval_every`` steps and after the last step; the model's original mode is restored at the end. A non-finite
+    loss raises ``FloatingPointError``. Training stops after ``max_steps`` steps or ``max_seconds`` seconds
+    (whichever comes first; at least one is required) or when an iterator of batches runs out. Progress is a
+    plain text ``tqdm`` bar on stdout. Returns a :class:`History`.
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable (model, batch) -> loss, got {type(loss_fn).__name__}")
+    check_instance("model", model, torch.nn.Module)
     source = _batch_source(batches)
-    _check_positive("max_steps", max_steps, integer=True)
-    _check_positive("max_seconds", max_seconds)
-    if max_steps is None and max_seconds is None:
-        raise ValueError("fit needs max_steps or max_seconds (notebooks use max_steps), got neither")
-    _check_positive("lr", lr)
-    _check_positive("grad_clip", grad_clip)
-    _check_positive("eval_every", eval_every, integer=True)
-    if eval_fn is not None and not callable(eval_fn):
-        raise TypeError(f"eval_fn must be callable model -> metrics, got {type(eval_fn).__name__}")
-    if eval_every is not None and eval_fn is None:
+    budget = Budget(max_steps=max_steps, max_seconds=max_seconds)  # checks them; at least one is required
+    if grad_clip is not None:
+        check_float("grad_clip", grad_clip, positive=True)
+    if eval_every is not None and check_int("eval_every", eval_every, min=1) and eval_fn is None:
         raise ValueError("eval_every was given but eval_fn is None")
-    if not isinstance(desc, str):
-        raise TypeError(f"desc must be a str, got {type(desc).__name__}")
     if optimizer is None:
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("model has no trainable parameters (requires_grad=True); nothing to fit")
-        optimizer = torch.optim.AdamW(params, lr=lr)
-    elif not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
-        raise TypeError(f"scheduler must have a step() method, got {type(scheduler).__name__}")
+        optimizer = torch.optim.AdamW(params, lr=check_float("lr", lr, positive=True))
+    else:
+        check_instance("optimizer", optimizer, torch.optim.Optimizer)
     clip_params = [p for g in optimizer.param_groups for p in g["params"]]
 
     history = History()
-    budget = Budget(max_steps=max_steps, max_seconds=max_seconds)
     pending: list[tuple[int, torch.Tensor, dict[str, Any]]] = []
 
-    def flush() -> None:
-        """Copy pending logged tensors to floats (one sync) and check them."""
+    def flush() -> None:  # copy pending logged tensors to floats (one sync) and check them
         if not pending:
             return
         values = torch.stack([loss for _, loss, _ in pending]).float().tolist()
@@ -261,8 +183,8 @@ def fit(
         pending.clear()
 
     was_training = model.training
-    bar = tqdm(total=max_steps, desc=desc, disable=not progress, file=sys.stdout,
-               mininterval=1.0, ncols=90, ascii=False, leave=True)
+    bar = tqdm(total=max_steps, desc=desc, disable=not progress, file=sys.stdout, mininterval=1.0, ncols=90,
+               ascii=False, leave=True)
     budget.start()
     last_flush = time.perf_counter()
     step = 0
@@ -291,12 +213,12 @@ def fit(
                 last_flush = now
                 bar.set_postfix(loss=f"{history.losses[-1]:.4f}", refresh=False)
             bar.update(1)
-            if eval_fn is not None and eval_every is not None and step % eval_every == 0:
+            if eval_every is not None and step % eval_every == 0:
                 flush()
-                history.evals.append((step, _run_eval(model, eval_fn, step)))
+                history.evals.append((step, _run_eval(model, eval_fn)))
         flush()
         if eval_fn is not None and step > 0 and (not history.evals or history.evals[-1][0] != step):
-            history.evals.append((step, _run_eval(model, eval_fn, step)))
+            history.evals.append((step, _run_eval(model, eval_fn)))
         history.seconds = budget.elapsed
         if history.losses:
             post = {"loss": f"{history.losses[-1]:.4f}"}
@@ -309,16 +231,9 @@ def fit(
     return history
 
 
-# --------------------------------------------------------------------------- #
-# Batches
-# --------------------------------------------------------------------------- #
-def random_batches(
-    *tensors: torch.Tensor,
-    batch_size: int,
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> Callable[[int], tuple[torch.Tensor, ...]]:
+# ---- Batches -----------------------------------------------------------------
+def random_batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> Callable[[int], tuple[torch.Tensor, ...]]:
     """Random mini-batches from in-memory tensors, for :func:`fit`.
 
     ``tensors`` all have the same first dimension ``n``; they are moved to
@@ -329,42 +244,23 @@ def random_batches(
     order of calls (``step`` is accepted for :func:`fit` and ignored), so the same
     seed gives the same batches on any device.
     """
-    if not tensors:
-        raise ValueError("tensors: expected at least one tensor")
     for i, t in enumerate(tensors):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"tensors[{i}] must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim == 0:
-            raise ValueError(f"tensors[{i}] must have a first (batch) dimension, got a 0-d tensor")
-    n = tensors[0].shape[0]
-    lengths = [t.shape[0] for t in tensors]
-    if any(m != n for m in lengths):
-        raise ValueError(f"tensors must all have the same length (first dim), got {lengths}")
-    if n == 0:
-        raise ValueError("tensors must not be empty (first dim is 0)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_tensor(f"tensors[{i}]", t)
+    lengths = [len(t) for t in tensors]
+    if len(set(lengths)) != 1 or lengths[0] == 0:
+        raise ValueError(f"tensors must be non-empty and all have the same length (first dim), got {lengths}")
+    n = lengths[0]
+    batch_size = check_int("batch_size", batch_size, min=1)
     if generator is None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        generator = torch.Generator().manual_seed(seed)
-    elif not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    elif generator.device.type != "cpu":
-        raise ValueError(f"generator must be a CPU generator, got device {generator.device}")
+        generator = torch.Generator().manual_seed(check_int("seed", seed, min=0))
+    else:
+        check_instance("generator", generator, torch.Generator)
     if device is not None:
-        if not isinstance(device, (str, torch.device)):
-            raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
         tensors = tuple(t.to(device) for t in tensors)
-    data = tensors
-    target = data[0].device
+    target = tensors[0].device
 
     def batches(step: int = 0) -> tuple[torch.Tensor, ...]:
         idx = torch.randint(n, (batch_size,), generator=generator).to(target)
-        return tuple(t[idx] for t in data)
+        return tuple(t[idx] for t in tensors)
 
     return batches

@@ -1,78 +1,53 @@
-"""Visual question answering (VQA) on ShapesWorld: fused models and single-modality baselines.
+"""Visual question answering (VQA) on ShapesWorld (chapter 5): fused models and single-modality baselines.
 
-A VQA model reads an image and a question and picks the answer from a fixed
-list (:data:`mmutils.world.ANSWERS`), as in the VQA benchmark (Antol et al.,
-2015). The models here share their parts, so that they differ only in *how*
-the two modalities meet:
+The models read an image and a question and pick the answer from :data:`mmutils.world.ANSWERS`, as in the VQA
+benchmark (Antol et al., 2015); they share their parts and differ only in *how* the modalities meet:
 
-* :class:`VQAModel` with ``fusion="late"`` – each encoder runs to the end on its
-  own: the image becomes one globally pooled vector, the question one vector,
-  and the two meet only in the answer classifier (:class:`mmutils.fusion.ConcatFusion`).
-* ``fusion="film"`` – the question modulates the image feature map with FiLM
-  layers (Perez et al., 2018), in residual blocks that also see the coordinates
-  of every cell; the head keeps the spatial grid.
-* ``fusion="cross"`` – question words attend to image regions
-  (:class:`mmutils.fusion.CrossAttentionFusion`); the attention map paints the
-  words back onto the region grid, and a head that keeps the grid reads it.
+* :class:`VQAModel` – ``fusion="late"`` (concatenation), ``"film"`` (FiLM, Perez et al., 2018) or ``"cross"``
+  (cross-attention), see its docstring.
 * :class:`QuestionOnlyVQA` – the language prior: the answer from the question alone.
-* :class:`ImageOnlyVQA` – the image and the question's *type* (its first words),
-  but not the question: what the picture alone gives away.
+* :class:`ImageOnlyVQA` – the image and the question's *type*, but not the question.
+* :func:`answer_logits` (one call for every model), :func:`answer_mask`, :func:`accuracy_by_type`.
 
-All of them can share one pretrained, frozen image encoder: :class:`RegionTagger`
-trains a :class:`~mmutils.encoders.SpatialCNN` to say which color and shape sit in
-each cell of the region grid (:func:`cell_labels`), the way real VQA systems start
-from a pretrained backbone or detector (Anderson et al., 2018).
-
-Helpers: :func:`answer_logits` (one call for every model), :func:`coordinate_grid`,
-:func:`answer_mask` and :func:`accuracy_by_type`.
+All of them can share one pretrained, frozen :class:`~mmutils.nn.encoders.ConvTower` (``max_pool=True``, no
+``pool``), e.g. trained by a :class:`~mmutils.nn.encoders.RegionTagger` with heads ``{"color": 1 + len(COLORS),
+"shape": 1 + len(SHAPES)}`` on the labels ``{"color": world.cell_labels(scenes, grid, ("color",)), "shape":
+world.cell_labels(scenes, grid, ("shape",))}`` (:func:`mmutils.world.cell_labels`, one call per head), the way real VQA
+systems start from a pretrained backbone or detector (Anderson et al., 2018). Every model checks its inputs once, where
+the user calls it.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
-from .encoders import RNNTextEncoder, SpatialCNN, TransformerTextEncoder, _check_mask, check_tensor, masked_mean
-from .fusion import ConcatFusion, CrossAttentionFusion, FiLM
+from . import world
+from .checks import check_choice, check_instance, check_int, check_mask, check_tensor, config_with
+from .nn.encoders import ConvTower, RNNTextEncoder, TransformerTextEncoder
+from .nn.fusion import ConcatFusion, CrossAttentionFusion
+from .nn.layers import FiLM, coordinate_grid, masked_mean
 
-__all__ = [
-    "VQAConfig", "FUSIONS", "coordinate_grid", "answer_mask", "accuracy_by_type", "cell_labels",
-    "RegionTagger", "FiLMBlock", "VQAModel", "QuestionOnlyVQA", "ImageOnlyVQA", "answer_logits",
-]
+__all__ = ["VQAConfig", "FUSIONS", "answer_mask", "accuracy_by_type", "FiLMBlock", "VQAModel", "QuestionOnlyVQA",
+           "ImageOnlyVQA", "answer_logits"]
 
 FUSIONS = ("late", "film", "cross")
 TEXT_ENCODERS = ("gru", "transformer")
-
-
-def _answers() -> tuple[str, ...]:
-    from .world import ANSWERS
-
-    return ANSWERS
-
-
-def _qtypes() -> tuple[str, ...]:
-    from .world import QUESTION_TYPES
-
-    return QUESTION_TYPES
 
 
 @dataclass
 class VQAConfig:
     """Sizes shared by the VQA models (the defaults are the ones chapter 5 uses).
 
-    ``dim``: width of region tokens and word tokens; ``widths``: channels of the
-    :class:`~mmutils.encoders.SpatialCNN` stages (each halves the image, so 32x32
-    images give a ``grid`` of 4x4 regions); ``text``: the question encoder,
-    ``"gru"`` (bidirectional GRU, Cho et al., 2014) or ``"transformer"`` (with
-    ``text_layers`` layers and ``heads`` heads, Vaswani et al., 2017); ``heads``:
-    also the heads of the cross-attention; ``hidden``: hidden width of the answer
-    heads; ``late_hidden``: that of the late-fusion classifier (wider, so that
-    the three fusions have about the same number of parameters); ``film_blocks``:
-    FiLM residual blocks; ``cross_layers``: cross-attention blocks;
-    ``head_channels``: channels per grid cell in the grid-keeping heads;
-    ``max_len``: the longest question the Transformer encoder accepts.
+    ``dim``: width of region tokens and word tokens; ``widths``: channels of the :class:`~mmutils.nn.encoders.ConvTower`
+    stages (each halves the image, so 32x32 images give a ``grid`` of 4x4 regions); ``text``: the question encoder,
+    ``"gru"`` (bidirectional GRU, Cho et al., 2014) or ``"transformer"`` (with ``text_layers`` layers and ``heads``
+    heads, Vaswani et al., 2017); ``heads``: also the heads of the cross-attention; ``hidden``: hidden width of the
+    answer heads; ``late_hidden``: that of the late-fusion classifier (wider, so that the three fusions have about the
+    same number of parameters); ``film_blocks``: FiLM residual blocks; ``cross_layers``: cross-attention blocks;
+    ``head_channels``: channels per grid cell in the grid-keeping heads; ``max_len``: the longest question the
+    Transformer encoder accepts.
     """
 
     dim: int = 32
@@ -89,20 +64,14 @@ class VQAConfig:
     image_size: int = 32
 
     def __post_init__(self) -> None:
+        check_choice("text", self.text, TEXT_ENCODERS)
+        check_instance("widths", self.widths, (tuple, list))
+        if not self.widths:
+            raise ValueError("widths must name at least one stage, got an empty sequence")
+        self.widths = tuple(check_int(f"widths[{i}]", w, min=1) for i, w in enumerate(self.widths))
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "text":
-                if value not in TEXT_ENCODERS:
-                    raise ValueError(f"text must be one of {TEXT_ENCODERS}, got {value!r}")
-            elif f.name == "widths":
-                if not isinstance(value, (tuple, list)) or not value or \
-                        not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value):
-                    raise ValueError(f"widths must be a non-empty tuple of positive ints, got {value!r}")
-                self.widths = tuple(value)
-            elif isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{f.name} must be an int, got {type(value).__name__}")
-            elif value < 1:
-                raise ValueError(f"{f.name} must be >= 1, got {value}")
+            if f.name not in ("text", "widths"):
+                check_int(f.name, getattr(self, f.name), min=1)
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.image_size % 2 ** len(self.widths):
@@ -111,8 +80,7 @@ class VQAConfig:
 
     def text_encoder(self, vocab_size: int) -> nn.Module:
         """A new question encoder: (ids, mask) -> (tokens (B, L, dim), pooled (B, dim))."""
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
+        check_int("vocab_size", vocab_size, min=2)
         if self.text == "gru":
             if self.dim % 2:
                 raise ValueError(f"dim must be even for the bidirectional GRU, got {self.dim}")
@@ -125,47 +93,24 @@ class VQAConfig:
         return self.image_size // 2 ** len(self.widths)
 
 
-def _config(config: VQAConfig | None, overrides: dict) -> VQAConfig:
-    if config is not None and not isinstance(config, VQAConfig):
-        raise TypeError(f"config must be a VQAConfig or None, got {type(config).__name__}")
-    base = {f.name: getattr(config, f.name) for f in fields(VQAConfig)} if config is not None else {}
-    unknown = set(overrides) - {f.name for f in fields(VQAConfig)}
-    if unknown:
-        raise TypeError(f"unknown VQAConfig field(s): {sorted(unknown)}")
-    return VQAConfig(**{**base, **overrides})
-
-
-def coordinate_grid(h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Coordinates of the cells of an ``h`` x ``w`` grid, in [-1, 1]: a (2, h, w) tensor (x, then y).
-
-    Appended to feature maps as two extra channels (CoordConv, as FiLM does,
-    Perez et al., 2018), they tell a convolution or an attention layer *where* a
-    cell is; x grows to the right and y downwards, as image rows do.
-    """
-    for name, v in (("h", h), ("w", w)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    ys = torch.linspace(-1.0, 1.0, h, device=device) if h > 1 else torch.zeros(1, device=device)
-    xs = torch.linspace(-1.0, 1.0, w, device=device) if w > 1 else torch.zeros(1, device=device)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")  # (h, w) each
-    return torch.stack([gx, gy])  # (2, h, w)
+def _qtypes_arg(qtypes, batch: int | None = None) -> torch.Tensor:
+    """``qtypes`` (B,) ids into QUESTION_TYPES (an embedding index out of range is a device-side error on a GPU)."""
+    check_tensor("qtypes", qtypes, 1, size=None if batch is None else {0: batch}, dtype="int")
+    if qtypes.numel() and (qtypes.min() < 0 or qtypes.max() >= len(world.QUESTION_TYPES)):
+        raise ValueError(f"qtypes must index QUESTION_TYPES (0..{len(world.QUESTION_TYPES) - 1}), "
+                         f"got values in [{int(qtypes.min())}, {int(qtypes.max())}]")
+    return qtypes
 
 
 def answer_mask(qtypes: torch.Tensor) -> torch.Tensor:
     """Which answers can answer each question type: bool (B, len(ANSWERS)) for ``qtypes`` (B,).
 
-    ``qtypes`` indexes :data:`mmutils.world.QUESTION_TYPES`: color questions are
-    answered by a color, shape questions by a shape, count questions by a
-    number, exists and relation questions by yes or no.
+    ``qtypes`` indexes :data:`mmutils.world.QUESTION_TYPES`: color questions are answered by a color, shape questions by
+    a shape, count questions by a number, exists and relation questions by yes or no.
     """
-    from .world import COLORS, SHAPES
-
-    check_tensor("qtypes", qtypes, 1, dtype_kind="int")
-    types, answers = _qtypes(), _answers()
-    if qtypes.numel() and (qtypes.min() < 0 or qtypes.max() >= len(types)):
-        raise ValueError(f"qtypes must index QUESTION_TYPES (0..{len(types) - 1}), "
-                         f"got values in [{int(qtypes.min())}, {int(qtypes.max())}]")
-    family = {"color": set(COLORS), "shape": set(SHAPES), "count": {a for a in answers if a.isdigit()},
+    _qtypes_arg(qtypes)
+    types, answers = world.QUESTION_TYPES, world.ANSWERS
+    family = {"color": set(world.COLORS), "shape": set(world.SHAPES), "count": {a for a in answers if a.isdigit()},
               "exists": {"yes", "no"}, "relation": {"yes", "no"}}
     table = torch.tensor([[a in family[t] for a in answers] for t in types], device=qtypes.device)
     return table[qtypes]  # (B, A)
@@ -174,22 +119,19 @@ def answer_mask(qtypes: torch.Tensor) -> torch.Tensor:
 def accuracy_by_type(logits_or_preds: torch.Tensor, answers: torch.Tensor, qtypes: torch.Tensor) -> dict[str, float]:
     """Accuracy per question type, plus ``"all"``.
 
-    ``logits_or_preds``: logits (B, A) or predicted answer ids (B,); ``answers``
-    and ``qtypes``: (B,) ids into :data:`~mmutils.world.ANSWERS` and
-    :data:`~mmutils.world.QUESTION_TYPES`. Types absent from the batch are left out.
+    ``logits_or_preds``: logits (B, A) or predicted answer ids (B,); ``answers`` and ``qtypes``: (B,) ids into
+    :data:`~mmutils.world.ANSWERS` and :data:`~mmutils.world.QUESTION_TYPES`. Types absent from the batch are left out.
     """
-    if not isinstance(logits_or_preds, torch.Tensor) or logits_or_preds.ndim not in (1, 2):
-        raise ValueError(f"logits_or_preds must be logits (B, A) or predictions (B,), got "
-                         f"{tuple(logits_or_preds.shape) if isinstance(logits_or_preds, torch.Tensor) else type(logits_or_preds).__name__}")
-    check_tensor("answers", answers, 1, dtype_kind="int")
-    check_tensor("qtypes", qtypes, 1, dtype_kind="int")
+    check_tensor("logits_or_preds", logits_or_preds)
+    if logits_or_preds.ndim not in (1, 2):
+        raise ValueError(f"logits_or_preds must be logits (B, A) or predictions (B,), "
+                         f"got shape {tuple(logits_or_preds.shape)}")
+    check_tensor("answers", answers, 1, size={0: logits_or_preds.shape[0]}, dtype="int")
+    check_tensor("qtypes", qtypes, 1, size={0: logits_or_preds.shape[0]}, dtype="int")
     preds = logits_or_preds.argmax(-1) if logits_or_preds.ndim == 2 else logits_or_preds
-    if not (preds.shape[0] == answers.shape[0] == qtypes.shape[0]):
-        raise ValueError(f"logits_or_preds, answers and qtypes must share the batch size, got "
-                         f"{tuple(logits_or_preds.shape)}, {tuple(answers.shape)} and {tuple(qtypes.shape)}")
     correct = (preds == answers).float()
     out = {}
-    for i, name in enumerate(_qtypes()):
+    for i, name in enumerate(world.QUESTION_TYPES):
         sel = qtypes == i
         if sel.any():
             out[name] = float(correct[sel].mean())
@@ -197,21 +139,18 @@ def accuracy_by_type(logits_or_preds: torch.Tensor, answers: torch.Tensor, qtype
     return out
 
 
-def _check_inputs(images, input_ids, attention_mask, cfg: VQAConfig):
-    check_tensor("images", images, 4, size={1: 3, 2: cfg.image_size, 3: cfg.image_size}, dtype_kind="float")
-    check_tensor("input_ids", input_ids, 2, dtype_kind="int")
-    if images.shape[0] != input_ids.shape[0]:
-        raise ValueError(f"images and input_ids must share the batch size, got {tuple(images.shape)} "
-                         f"and {tuple(input_ids.shape)}")
-    return _check_mask(attention_mask, input_ids, "attention_mask")
+def _with_coords(fmap: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C + 2, h, w): the feature map with the (x, y) coordinates of every cell appended."""
+    coords = coordinate_grid(fmap.shape[2], fmap.shape[3], fmap.device).to(fmap.dtype)  # (2, h, w)
+    return torch.cat([fmap, coords.expand(fmap.shape[0], -1, -1, -1)], dim=1)
 
 
 class FiLMBlock(nn.Module):
     """The residual block of FiLM (Perez et al., 2018).
 
-    ``x = ReLU(conv1x1([x, coords]))``; ``y = ReLU(FiLM(BN(conv3x3(x)), q))``; output ``x + y``.
-    ``forward(fmap, q)``: (B, C, h, w), (B, cond_dim) -> (B, C, h, w). The batch
-    norm has no affine parameters: FiLM's gamma and beta take their place.
+    ``x = ReLU(conv1x1([x, coords]))``; ``y = ReLU(FiLM(BN(conv3x3(x)), q))``; output ``x + y``. ``forward(fmap, q)``:
+    (B, C, h, w), (B, cond_dim) -> (B, C, h, w). The batch norm has no affine parameters: FiLM's gamma and beta take
+    their place.
     """
 
     def __init__(self, channels: int, cond_dim: int):
@@ -223,10 +162,7 @@ class FiLMBlock(nn.Module):
         self.channels = channels
 
     def forward(self, fmap: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        check_tensor("fmap", fmap, 4, size={1: self.channels}, dtype_kind="float")
-        coords = coordinate_grid(fmap.shape[2], fmap.shape[3], fmap.device).to(fmap.dtype)
-        coords = coords.expand(fmap.shape[0], -1, -1, -1)  # (B, 2, h, w)
-        x = torch.relu(self.conv1(torch.cat([fmap, coords], dim=1)))  # (B, C, h, w)
+        x = torch.relu(self.conv1(_with_coords(fmap)))  # (B, C, h, w)
         y = torch.relu(self.film(self.bn(self.conv2(x)), q))  # (B, C, h, w)
         return x + y
 
@@ -242,88 +178,19 @@ class _SpatialHead(nn.Module):
         self.out = nn.Linear(hidden, out_dim)
 
     def forward(self, fmap: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        coords = coordinate_grid(fmap.shape[2], fmap.shape[3], fmap.device).to(fmap.dtype)
-        x = torch.relu(self.reduce(torch.cat([fmap, coords.expand(fmap.shape[0], -1, -1, -1)], dim=1)))
+        x = torch.relu(self.reduce(_with_coords(fmap)))  # (B, head_channels, h, w)
         # (B, head_channels * h * w): the cell order, hence the layout, is kept; plus the max over cells
         parts = [x.flatten(1), x.amax(dim=(2, 3))] + ([extra] if extra is not None else [])
         return self.out(torch.relu(self.fc(torch.cat(parts, dim=1))))
 
 
-# --------------------------------------------------------------------------- #
-# Stage 1: an image encoder that knows what is where
-# --------------------------------------------------------------------------- #
-def cell_labels(scenes, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What sits in each cell of a ``grid`` x ``grid`` partition of each scene.
-
-    The cell of an object is the one that holds its centre. Returns
-    ``(colors, shapes)``, two int64 tensors of shape (n, grid * grid), in
-    row-major cell order: 0 for an empty cell, else 1 + the index into
-    :data:`~mmutils.world.COLORS` / :data:`~mmutils.world.SHAPES`.
-    """
-    from .world import COLORS, SHAPES, Scene
-
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"grid must be a positive int, got {grid!r}")
-    if not isinstance(scenes, (list, tuple)) or not all(isinstance(s, Scene) for s in scenes):
-        raise TypeError("scenes must be a list of mmutils.world.Scene")
-    colors = torch.zeros(len(scenes), grid, grid, dtype=torch.long)
-    shapes = torch.zeros(len(scenes), grid, grid, dtype=torch.long)
-    for i, scene in enumerate(scenes):
-        for o in scene.objects:
-            r, c = min(int(o.y * grid), grid - 1), min(int(o.x * grid), grid - 1)
-            colors[i, r, c] = COLORS.index(o.color) + 1
-            shapes[i, r, c] = SHAPES.index(o.shape) + 1
-    return colors.flatten(1), shapes.flatten(1)
-
-
-class RegionTagger(nn.Module):
-    """An image encoder with two linear probes per region: which color, which shape (or empty).
-
-    Training it on :func:`cell_labels` teaches the encoder's region tokens what
-    is where, the way real VQA systems start from a pretrained detector or
-    ImageNet backbone (Anderson et al., 2018; Perez et al., 2018).
-    ``forward(images)``: (B, 3, S, S) -> (color logits (B, N, 1 + len(COLORS)),
-    shape logits (B, N, 1 + len(SHAPES))).
-    """
-
-    def __init__(self, encoder: SpatialCNN):
-        super().__init__()
-        from .world import COLORS, SHAPES
-
-        if not isinstance(encoder, SpatialCNN):
-            raise TypeError(f"encoder must be a SpatialCNN, got {type(encoder).__name__}")
-        self.encoder = encoder
-        self.color = nn.Linear(encoder.out_dim, 1 + len(COLORS))
-        self.shape = nn.Linear(encoder.out_dim, 1 + len(SHAPES))
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        regions = self.encoder(images)  # (B, N, D)
-        return self.color(regions), self.shape(regions)
-
-    def loss(self, images: torch.Tensor, colors: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of both probes over all regions; labels (B, N) from :func:`cell_labels`."""
-        color_logits, shape_logits = self(images)
-        for name, labels, logits in (("colors", colors, color_logits), ("shapes", shapes, shape_logits)):
-            check_tensor(name, labels, 2, dtype_kind="int")
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(f"{name} must have shape {tuple(logits.shape[:2])} (batch, regions), "
-                                 f"got {tuple(labels.shape)}")
-        return (nn.functional.cross_entropy(color_logits.flatten(0, 1), colors.flatten())
-                + nn.functional.cross_entropy(shape_logits.flatten(0, 1), shapes.flatten()))
-
-
-# --------------------------------------------------------------------------- #
-# Stage 2: answering
-# --------------------------------------------------------------------------- #
-def _check_regions(regions, cfg: VQAConfig) -> None:
-    check_tensor("regions", regions, 3, size={1: cfg.grid ** 2, 2: cfg.dim}, dtype_kind="float")
-
-
-def _image_encoder(image_encoder, cfg: VQAConfig) -> SpatialCNN:
+# -- The models ---------------------------------------------------------------
+def _image_encoder(image_encoder, cfg: VQAConfig) -> ConvTower:
     if image_encoder is None:
-        return SpatialCNN(3, cfg.widths, cfg.dim)
-    if not isinstance(image_encoder, SpatialCNN):
-        raise TypeError(f"image_encoder must be a SpatialCNN or None, got {type(image_encoder).__name__}")
+        return ConvTower(3, cfg.widths, max_pool=True, out_dim=cfg.dim)
+    check_instance("image_encoder", image_encoder, ConvTower)
+    if image_encoder.pool is not None:
+        raise ValueError(f"image_encoder must return region tokens (pool=None), got pool={image_encoder.pool!r}")
     if image_encoder.out_dim != cfg.dim or image_encoder.stages != len(cfg.widths):
         raise ValueError(f"image_encoder must have out_dim={cfg.dim} and {len(cfg.widths)} stages "
                          f"(config), got out_dim={image_encoder.out_dim} and {image_encoder.stages} stages")
@@ -333,40 +200,32 @@ def _image_encoder(image_encoder, cfg: VQAConfig) -> SpatialCNN:
 class VQAModel(nn.Module):
     """Image + question -> answer logits, with ``fusion`` one of ``"late"``, ``"film"``, ``"cross"``.
 
-    Image: a :class:`~mmutils.encoders.SpatialCNN` (``image_encoder``, e.g. a
-    pretrained and frozen one shared by several models; a new one if ``None``)
-    -> region tokens (B, N, dim), N = grid**2, row-major, layer-normalized.
-    Question: ``config.text`` encoder (a bidirectional GRU by default) -> word
-    tokens (B, L, dim) and their masked mean q (B, dim).
+    Image: a :class:`~mmutils.nn.encoders.ConvTower` (``image_encoder``, e.g. a pretrained and frozen one shared by
+    several models; a new one with ``max_pool=True`` if ``None``) -> region tokens (B, N, dim), N = grid**2, row-major,
+    layer-normalized. Question: ``config.text`` encoder (a bidirectional GRU by default) -> word tokens (B, L, dim) and
+    their masked mean q (B, dim).
 
-    * late: the global average of the regions (B, dim) and q meet only in the
-      classifier, :class:`~mmutils.fusion.ConcatFusion` (the first VQA
-      baselines, Antol et al., 2015). Pooling discards where things are.
-    * film: the region grid (B, dim, g, g) goes through ``film_blocks``
-      :class:`FiLMBlock`, whose channels q scales and shifts (Perez et al.,
-      2018); a head that keeps the grid reads the result (and q).
-    * cross: the words attend to the regions (:class:`~mmutils.fusion.CrossAttentionFusion`;
-      the regions carry no position embedding: the head below keeps the grid). The attention
-      ``A`` (B, L, N) says where each word looks; ``A^T`` paints every word onto
-      the regions it points at, ``painted = A^T @ words`` (B, N, dim), and the same
-      kind of grid-keeping head reads ``[regions, painted]`` (and the mean word).
+    * late: the global average of the regions (B, dim) and q meet only in the classifier,
+      :class:`~mmutils.nn.fusion.ConcatFusion` (the first VQA baselines, Antol et al., 2015). Pooling discards where
+      things are.
+    * film: the region grid (B, dim, g, g) goes through ``film_blocks`` :class:`FiLMBlock`, whose channels q scales and
+      shifts (Perez et al., 2018); a head that keeps the grid reads the result (and q).
+    * cross: the words attend to the regions (:class:`~mmutils.nn.fusion.CrossAttentionFusion`; the regions carry no
+      position embedding: the head below keeps the grid). The attention ``A`` (B, L, N) says where each word looks;
+      ``A^T`` paints every word onto the regions it points at, ``painted = A^T @ words`` (B, N, dim), and the same kind
+      of grid-keeping head reads ``[regions, painted]`` (and the mean word).
 
-    ``forward(images, input_ids, attention_mask=None)``: images (B, 3, S, S),
-    ids and mask (B, L) -> logits (B, len(ANSWERS)). ``answer(regions, ...)``
-    does the same from precomputed region tokens (B, N, dim). Padding changes
-    no output.
+    ``forward(images, input_ids, attention_mask=None)``: images (B, 3, S, S), ids and mask (B, L) ->
+    logits (B, len(ANSWERS)). ``answer(regions, ...)`` does the same from precomputed region tokens (B, N, dim).
+    Padding changes no output.
     """
 
     def __init__(self, vocab_size: int, fusion: str = "cross", config: VQAConfig | None = None, *,
-                 image_encoder: SpatialCNN | None = None, **overrides):
+                 image_encoder: ConvTower | None = None, **overrides):
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
-        cfg = _config(config, overrides)
-        self.config, self.fusion = cfg, fusion
-        n_answers = len(_answers())
+        self.fusion = check_choice("fusion", fusion, FUSIONS)
+        self.config = cfg = config_with(VQAConfig, config, overrides)
+        n_answers = len(world.ANSWERS)
         self.image_encoder = _image_encoder(image_encoder, cfg)
         self.text_encoder = cfg.text_encoder(vocab_size)
         self.region_norm = nn.LayerNorm(cfg.dim)
@@ -381,32 +240,39 @@ class VQAModel(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Region tokens (B, N, dim) of images (B, 3, S, S)."""
-        cfg = self.config
-        check_tensor("images", images, 4, size={1: 3, 2: cfg.image_size, 3: cfg.image_size}, dtype_kind="float")
+        size = self.config.image_size
+        check_tensor("images", images, 4, size={1: 3, 2: size, 3: size}, dtype="float")
         return self.image_encoder(images)
 
     def answer(self, regions: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                *, return_attention: bool = False):
         """Logits (B, A) from region tokens (B, N, dim) and the question (B, L).
 
-        With ``return_attention=True`` (cross fusion only) also the attention of
-        every word over the regions (B, L, N); each row sums to 1 and region ``k``
-        is cell ``(k // grid, k % grid)``.
+        With ``return_attention=True`` (cross fusion only) also the attention of every word over the regions (B, L, N);
+        each row sums to 1 and region ``k`` is cell ``(k // grid, k % grid)``.
         """
-        cfg = self.config
-        _check_regions(regions, cfg)
-        check_tensor("input_ids", input_ids, 2, dtype_kind="int")
-        if regions.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"regions and input_ids must share the batch size, got {tuple(regions.shape)} "
-                             f"and {tuple(input_ids.shape)}")
+        check_tensor("regions", regions, 3, size={1: self.config.grid ** 2, 2: self.config.dim}, dtype="float")
+        check_tensor("input_ids", input_ids, 2, size={0: regions.shape[0]}, dtype="int")
+        mask = check_mask("attention_mask", attention_mask, input_ids)
         if return_attention and self.fusion != "cross":
             raise ValueError(f"return_attention needs fusion='cross', this model has fusion={self.fusion!r}")
-        mask = _check_mask(attention_mask, input_ids, "attention_mask")
+        return self._answer(regions, input_ids, mask, return_attention)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        size = self.config.image_size
+        check_tensor("images", images, 4, size={1: 3, 2: size, 3: size}, dtype="float")
+        check_tensor("input_ids", input_ids, 2, size={0: images.shape[0]}, dtype="int")
+        mask = check_mask("attention_mask", attention_mask, input_ids)
+        return self._answer(self.image_encoder(images), input_ids, mask)
+
+    def _answer(self, regions: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,
+                return_attention: bool = False):
         words, question = self.text_encoder(input_ids, mask)  # (B, L, D), (B, D)
         regions = self.region_norm(regions)  # (B, N, D)
         if self.fusion == "late":
-            return self.fuse([SpatialCNN.pool(regions), question])  # (B, A): layout averaged away
-        g, d = cfg.grid, cfg.dim
+            return self.fuse([regions.mean(dim=1), question])  # (B, A): layout averaged away
+        g, d = self.config.grid, self.config.dim
         if self.fusion == "film":
             fmap = regions.transpose(1, 2).reshape(-1, d, g, g)  # (B, D, g, g)
             for block in self.blocks:
@@ -419,90 +285,71 @@ class VQAModel(nn.Module):
         logits = self.head(fmap, masked_mean(fused, mask))  # (B, A)
         return (logits, attn) if return_attention else logits
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        _check_inputs(images, input_ids, attention_mask, self.config)
-        return self.answer(self.encode_image(images), input_ids, attention_mask)
-
 
 class QuestionOnlyVQA(nn.Module):
     """The language prior: answer logits from the question alone.
 
-    The same Transformer question encoder as :class:`VQAModel`, its masked-mean
-    vector, then an MLP. ``forward(input_ids, attention_mask=None)``: (B, L) ->
-    logits (B, len(ANSWERS)).
+    The same question encoder as :class:`VQAModel` (``config.text``), its masked-mean vector, then an MLP.
+    ``forward(input_ids, attention_mask=None)``: (B, L) -> logits (B, len(ANSWERS)).
     """
 
     def __init__(self, vocab_size: int, config: VQAConfig | None = None, **overrides):
         super().__init__()
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
-        cfg = _config(config, overrides)
-        self.config = cfg
+        self.config = cfg = config_with(VQAConfig, config, overrides)
         self.text_encoder = cfg.text_encoder(vocab_size)
-        self.head = nn.Sequential(nn.Linear(cfg.dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, len(_answers())))
+        self.head = nn.Sequential(nn.Linear(cfg.dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, len(world.ANSWERS)))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        check_tensor("input_ids", input_ids, 2, dtype_kind="int")
-        mask = _check_mask(attention_mask, input_ids, "attention_mask")
-        _, question = self.text_encoder(input_ids, mask)  # (B, D)
+        check_tensor("input_ids", input_ids, 2, dtype="int")
+        _, question = self.text_encoder(input_ids, check_mask("attention_mask", attention_mask, input_ids))  # (B, D)
         return self.head(question)  # (B, A)
 
 
 class ImageOnlyVQA(nn.Module):
     """The image and the question's type, but not the question: what the picture alone gives away.
 
-    The same kind of image encoder as :class:`VQAModel` (``image_encoder`` or a
-    new :class:`~mmutils.encoders.SpatialCNN`), a head that keeps the grid
-    layout, and an embedding of the type (which the first words of a question,
-    "what color", "how many", ..., reveal anyway).
-    ``forward(images, qtypes)``: (B, 3, S, S), (B,) ids into
-    :data:`~mmutils.world.QUESTION_TYPES` -> logits (B, len(ANSWERS));
-    ``answer(regions, qtypes)`` does the same from region tokens (B, N, dim).
+    The same kind of image encoder as :class:`VQAModel` (``image_encoder`` or a new
+    :class:`~mmutils.nn.encoders.ConvTower`), a head that keeps the grid layout, and an embedding of the type (which the
+    first words of a question, "what color", "how many", ..., reveal anyway). ``forward(images, qtypes)``: (B, 3, S, S),
+    (B,) ids into :data:`~mmutils.world.QUESTION_TYPES` -> logits (B, len(ANSWERS)); ``answer(regions, qtypes)`` does
+    the same from region tokens (B, N, dim).
     """
 
-    def __init__(self, config: VQAConfig | None = None, *, image_encoder: SpatialCNN | None = None, **overrides):
+    def __init__(self, config: VQAConfig | None = None, *, image_encoder: ConvTower | None = None, **overrides):
         super().__init__()
-        cfg = _config(config, overrides)
-        self.config = cfg
+        self.config = cfg = config_with(VQAConfig, config, overrides)
         self.image_encoder = _image_encoder(image_encoder, cfg)
         self.region_norm = nn.LayerNorm(cfg.dim)
-        self.type_embedding = nn.Embedding(len(_qtypes()), cfg.dim)
-        self.head = _SpatialHead(cfg.dim, cfg.grid, cfg.head_channels, cfg.hidden, len(_answers()), extra=cfg.dim)
+        self.type_embedding = nn.Embedding(len(world.QUESTION_TYPES), cfg.dim)
+        self.head = _SpatialHead(cfg.dim, cfg.grid, cfg.head_channels, cfg.hidden, len(world.ANSWERS), extra=cfg.dim)
 
     def answer(self, regions: torch.Tensor, qtypes: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        _check_regions(regions, cfg)
-        check_tensor("qtypes", qtypes, 1, dtype_kind="int")
-        if qtypes.shape[0] != regions.shape[0]:
-            raise ValueError(f"regions and qtypes must share the batch size, got {tuple(regions.shape)} "
-                             f"and {tuple(qtypes.shape)}")
-        if qtypes.numel() and (qtypes.min() < 0 or qtypes.max() >= len(_qtypes())):
-            raise ValueError(f"qtypes must index QUESTION_TYPES (0..{len(_qtypes()) - 1}), "
-                             f"got values in [{int(qtypes.min())}, {int(qtypes.max())}]")
-        g = cfg.grid
-        fmap = self.region_norm(regions).transpose(1, 2).reshape(-1, cfg.dim, g, g)  # (B, D, g, g)
-        return self.head(fmap, self.type_embedding(qtypes))  # (B, A)
+        """Logits (B, A) from region tokens (B, N, dim) and question types (B,)."""
+        check_tensor("regions", regions, 3, size={1: self.config.grid ** 2, 2: self.config.dim}, dtype="float")
+        return self._answer(regions, _qtypes_arg(qtypes, regions.shape[0]))
 
     def forward(self, images: torch.Tensor, qtypes: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        check_tensor("images", images, 4, size={1: 3, 2: cfg.image_size, 3: cfg.image_size}, dtype_kind="float")
-        return self.answer(self.image_encoder(images), qtypes)
+        size = self.config.image_size
+        check_tensor("images", images, 4, size={1: 3, 2: size, 3: size}, dtype="float")
+        qtypes = _qtypes_arg(qtypes, images.shape[0])
+        return self._answer(self.image_encoder(images), qtypes)
+
+    def _answer(self, regions: torch.Tensor, qtypes: torch.Tensor) -> torch.Tensor:
+        g = self.config.grid
+        fmap = self.region_norm(regions).transpose(1, 2).reshape(-1, self.config.dim, g, g)  # (B, D, g, g)
+        return self.head(fmap, self.type_embedding(qtypes))  # (B, A)
 
 
 def answer_logits(model: nn.Module, regions: torch.Tensor, input_ids: torch.Tensor,
                   attention_mask: torch.Tensor, qtypes: torch.Tensor) -> torch.Tensor:
     """Answer logits (B, len(ANSWERS)) of any model of this module, from one batch.
 
-    Each model takes what it is allowed to see: :class:`QuestionOnlyVQA` the
-    question (``input_ids``, ``attention_mask``, (B, L)), :class:`ImageOnlyVQA`
-    the region tokens (B, N, dim) and ``qtypes`` (B,), :class:`VQAModel` the
-    regions and the question. Lets one training loop serve all of them.
+    Each model takes what it is allowed to see: :class:`QuestionOnlyVQA` the question (``input_ids``,
+    ``attention_mask``, (B, L)), :class:`ImageOnlyVQA` the region tokens (B, N, dim) and ``qtypes`` (B,),
+    :class:`VQAModel` the regions and the question. Lets one training loop serve all of them.
     """
     if isinstance(model, QuestionOnlyVQA):
         return model(input_ids, attention_mask)
     if isinstance(model, ImageOnlyVQA):
         return model.answer(regions, qtypes)
-    if isinstance(model, VQAModel):
-        return model.answer(regions, input_ids, attention_mask)
-    raise TypeError(f"model must be a VQAModel, QuestionOnlyVQA or ImageOnlyVQA, got {type(model).__name__}")
+    return check_instance("model", model, VQAModel).answer(regions, input_ids, attention_mask)

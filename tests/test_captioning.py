@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmutils import captioning as cap
-from mmutils.encoders import SpatialCNN
+from mmutils.nn.encoders import ConvTower
 
 VOCAB, D, N = 20, 8, 16
 
@@ -68,18 +68,17 @@ def test_additive_attention_closed_form():
     assert torch.allclose(att(q, keys, projected=att.project(keys))[1], w)
 
 
-def test_additive_attention_bad_inputs():
-    att = cap.AdditiveAttention(4, D, 6)
-    with pytest.raises(ValueError, match="keys must have size 8 in dimension 2"):
-        att(torch.randn(2, 4), torch.randn(2, N, 5))
-    with pytest.raises(ValueError, match="query must have size 4"):
-        att(torch.randn(2, 3), _regions(2))
-    with pytest.raises(ValueError, match="keys must have size 2 in dimension 0"):
-        att(torch.randn(2, 4), _regions(3))
-    with pytest.raises(ValueError, match="mask must leave at least one key"):
-        att(torch.randn(2, 4), _regions(2), torch.zeros(2, N, dtype=torch.bool))
-    with pytest.raises(ValueError, match="query_dim must be a positive int"):
-        cap.AdditiveAttention(0, D)
+@pytest.mark.parametrize("call, error, match", [
+    (lambda att: cap.AdditiveAttention(0, D), ValueError, "query_dim"),
+    (lambda att: cap.AdditiveAttention(4.0, D), TypeError, "query_dim"),
+    (lambda att: att(torch.randn(2, 4), _regions(2), torch.ones(2, N - 1)), ValueError,
+     r"mask must have shape \(2, 16\)"),
+    (lambda att: att(torch.randn(2, 4), _regions(2), torch.zeros(2, N)), ValueError,
+     "mask must leave at least one key"),
+])
+def test_additive_attention_bad_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call(cap.AdditiveAttention(4, D, 6))
 
 
 # --------------------------------------------------------------------------- #
@@ -147,40 +146,45 @@ def test_attention_penalty_closed_form():
     assert cap.attention_penalty(w, targets).item() == pytest.approx((1 - 3) ** 2 + (1 - 0) ** 2)
 
 
-def test_captioner_with_spatial_cnn():
-    enc = SpatialCNN(3, (4, 8, 8), out_dim=D)
+def test_captioner_with_conv_tower():
+    enc = ConvTower(3, (4, 8, 8), max_pool=True, out_dim=D)
     model = cap.Captioner(enc, _decoder(n_regions=N))
     for b in (1, 5):
         logits, w = model(torch.rand(b, 3, 32, 32), _captions(b))
         assert logits.shape == (b, 6, VOCAB) and w.shape == (b, 6, N)
-    with pytest.raises(TypeError, match="decoder must be an AttentionDecoder"):
-        cap.Captioner(enc, torch.nn.Linear(2, 2))
+        assert torch.equal(model.encode(torch.zeros(b, 3, 32, 32)), enc(torch.zeros(b, 3, 32, 32)))
 
 
-def test_decoder_bad_inputs():
-    dec = _decoder(n_regions=N)
-    with pytest.raises(ValueError, match="regions must have size 8 in dimension 2"):
-        dec(torch.randn(2, N, 5), _captions(2))
-    with pytest.raises(ValueError, match="regions must have n_regions=16"):
-        dec(_regions(2, n=9), _captions(2))
-    with pytest.raises(TypeError, match="input_ids must be an integer tensor"):
-        dec(_regions(2), _captions(2).float())
-    with pytest.raises(ValueError, match="input_ids must have size 2 in dimension 0"):
-        dec(_regions(2), _captions(3))
-    with pytest.raises(ValueError, match="input_ids must hold at least 2 tokens"):
-        dec(_regions(2), _captions(2)[:, :1])
-    with pytest.raises(ValueError, match="cell must be 'gru' or 'lstm'"):
-        cap.AttentionDecoder(VOCAB, D, cell="rnn")
-    with pytest.raises(ValueError, match="attend must be 'previous'"):
-        cap.AttentionDecoder(VOCAB, D, attend="next")
-    with pytest.raises(ValueError, match="pad_id must be a token id"):
-        cap.AttentionDecoder(VOCAB, D, pad_id=VOCAB)
-    with pytest.raises(ValueError, match="targets must contain at least one non-padding"):
-        cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.zeros(1, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="targets must have size 3 in dimension 1"):
-        cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.ones(1, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="logits must have 3 dimensions"):
-        cap.caption_loss(torch.zeros(3, VOCAB), torch.ones(1, 3, dtype=torch.long))
+@pytest.mark.parametrize("call, error, match", [
+    (lambda dec: cap.AttentionDecoder(float(VOCAB), D), TypeError, "vocab_size"),
+    (lambda dec: cap.AttentionDecoder(VOCAB, D, cell="rnn"), ValueError, "cell"),
+    (lambda dec: cap.AttentionDecoder(VOCAB, D, pad_id=VOCAB), ValueError, "pad_id"),
+    (lambda dec: cap.Captioner(torch.nn.Identity(), torch.nn.Linear(2, 2)), TypeError, "decoder"),
+    (lambda dec: dec(_regions(2, n=9), _captions(2)), ValueError, "regions must have size 16 in dimension 1"),
+    (lambda dec: dec(_regions(2), _captions(2).float()), TypeError, "input_ids must be an integer tensor"),
+    (lambda dec: dec(_regions(2), _captions(3)), ValueError, "input_ids must have size 2 in dimension 0"),
+    (lambda dec: dec(_regions(2), _captions(2)[:, :1]), ValueError, "input_ids must hold at least 2 tokens"),
+])
+def test_decoder_bad_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call(_decoder(n_regions=N))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: cap.caption_loss(torch.zeros(3, VOCAB), torch.ones(1, 3, dtype=torch.long)), ValueError,
+     "logits must have 3 dimensions"),
+    (lambda: cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.ones(1, 4, dtype=torch.long)), ValueError,
+     "targets must have size 3 in dimension 1"),
+    (lambda: cap.attention_penalty(torch.zeros(1, 3, N), torch.ones(1, 3)), TypeError,
+     "targets must be an integer tensor"),
+    (lambda: cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.zeros(1, 3, dtype=torch.long)), ValueError,
+     "targets must contain at least one non-padding"),
+    (lambda: cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.ones(1, 3, dtype=torch.long), label_smoothing=-0.1),
+     ValueError, "label_smoothing"),
+])
+def test_losses_bad_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
 
 
 # --------------------------------------------------------------------------- #
@@ -289,17 +293,12 @@ def test_beam_search_length_penalty_prefers_longer():
     assert tokens[0].tolist() == [5, 7, cap.EOS_ID]  # log(0.45) / 3 > log(0.5) / 1
 
 
-def test_decoding_bad_inputs():
-    dec = _decoder()
-    with pytest.raises(TypeError, match="decoder must be an AttentionDecoder"):
-        cap.greedy_decode(torch.nn.Linear(2, 2), _regions(2))
-    with pytest.raises(ValueError, match="regions must have 3 dimensions"):
-        cap.greedy_decode(dec, torch.randn(2, D))
-    with pytest.raises(ValueError, match="beam_size must be a positive int"):
-        cap.beam_search(dec, _regions(2), beam_size=0)
-    with pytest.raises(ValueError, match="max_len must be a positive int"):
-        cap.beam_search(dec, _regions(2), max_len=0)
-    with pytest.raises(ValueError, match="eos_id must be a token id"):
-        cap.greedy_decode(dec, _regions(2), eos_id=VOCAB)
-    with pytest.raises(ValueError, match="length_penalty must be a float >= 0"):
-        cap.beam_search(dec, _regions(2), length_penalty=-1.0)
+@pytest.mark.parametrize("call, error, match", [
+    (lambda dec: cap.greedy_decode(torch.nn.Linear(2, 2), _regions(2)), TypeError, "decoder"),
+    (lambda dec: cap.greedy_decode(dec, torch.randn(2, D)), ValueError, "regions must have 3 dimensions"),
+    (lambda dec: cap.greedy_decode(dec, _regions(2), eos_id=VOCAB), ValueError, "eos_id"),
+    (lambda dec: cap.beam_search(dec, _regions(2), beam_size=0), ValueError, "beam_size"),
+])
+def test_decoding_bad_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call(_decoder())

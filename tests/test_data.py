@@ -39,8 +39,6 @@ def test_array_dataset_bad_input():
         ArrayDataset(x=torch.zeros(3), y=torch.zeros(4))
     with pytest.raises(TypeError, match="x"):
         ArrayDataset(x=[1, 2, 3])
-    with pytest.raises(ValueError, match="x"):
-        ArrayDataset(x=torch.tensor(1.0))
 
 
 def test_to_tensor_images_layouts():
@@ -138,21 +136,13 @@ def test_builders_bad_input(tok, builder):
         builder(2.5, tokenizer=tok)
     with pytest.raises(TypeError, match="tokenizer"):
         builder(2, tokenizer="tok")
-    with pytest.raises(ValueError, match="seed"):
-        builder(2, tokenizer=tok, seed=-1)
-    with pytest.raises(TypeError, match="device"):
-        builder(2, tokenizer=tok, device=1)
     with pytest.raises(ValueError, match="max_objects"):
         builder(2, tokenizer=tok, max_objects=9)
 
 
 def test_sequence_and_audio_bad_input():
-    with pytest.raises(ValueError, match="^n must"):
-        make_sequence_data(0)
     with pytest.raises(ValueError, match="frames"):
         make_sequence_data(2, frames=1)
-    with pytest.raises(ValueError, match="^n must"):
-        make_audio_data(-1)
     with pytest.raises(TypeError, match="tokenizer"):
         make_sequence_data(2, tokenizer=5)
     with pytest.raises(ValueError, match="duration"):
@@ -184,8 +174,6 @@ def test_skimage_photos():
         skimage_photos(["lena"])
     with pytest.raises(TypeError, match="names"):
         skimage_photos("astronaut")
-    with pytest.raises(ValueError, match="names"):
-        skimage_photos([])
 
 
 # --------------------------------------------------------------------------- #
@@ -244,6 +232,9 @@ def test_caption_folder_errors(tmp_path):
         {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 7, "caption": "x"}]}))
     with pytest.raises(ValueError, match="image_id 7"):
         load_caption_folder(tmp_path)
+    (tmp_path / "captions.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": []}))
+    with pytest.raises(ValueError, match="file_name"):
+        load_caption_folder(tmp_path)
     (tmp_path / "captions.json").write_text(json.dumps(
         {"images": [{"id": 1, "file_name": "missing.png"}], "annotations": [{"image_id": 1, "caption": "x"}]}))
     with pytest.raises(FileNotFoundError, match="missing.png"):
@@ -252,5 +243,3 @@ def test_caption_folder_errors(tmp_path):
     (tmp_path / "captions.txt").write_text("just-a-name\n")
     with pytest.raises(ValueError, match="image,caption"):
         load_caption_folder(tmp_path)
-    with pytest.raises(TypeError, match="transform"):
-        CaptionFolderDataset(tmp_path, transform=3)

@@ -1,5 +1,4 @@
 """Tests of the metrics, with closed-form and reference-implementation checks."""
-import math
 
 import numpy as np
 import pytest
@@ -16,14 +15,13 @@ def test_accuracy_from_logits_and_labels():
     assert M.accuracy(torch.tensor([1, 1]), np.array([1, 0])) == 0.5
 
 
-@pytest.mark.parametrize("args, match", [
-    ((torch.zeros(3, 2), torch.zeros(2, dtype=torch.long)), "batch size"),
-    ((torch.zeros(3, 2, 2), torch.zeros(3, dtype=torch.long)), "logits_or_preds"),
-    (([1, 2], torch.zeros(2)), "logits_or_preds"),
-    ((torch.zeros(0), torch.zeros(0)), "empty"),
+@pytest.mark.parametrize("args, error, match", [
+    ((torch.zeros(3, 2), torch.zeros(2, dtype=torch.long)), ValueError, "batch size"),
+    ((torch.zeros(3, 2, 2), torch.zeros(3, dtype=torch.long)), ValueError, "logits_or_preds"),
+    (([1, 2], torch.zeros(2)), TypeError, "logits_or_preds"),
 ])
-def test_accuracy_bad_input(args, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+def test_accuracy_bad_input(args, error, match):
+    with pytest.raises(error, match=match):
         M.accuracy(*args)
 
 
@@ -66,8 +64,12 @@ def test_bleu_matches_sacrebleu():
 def test_bleu_bad_input():
     with pytest.raises(ValueError, match="hypotheses"):
         M.corpus_bleu(["a"], [])
-    with pytest.raises(ValueError, match="references"):
+    with pytest.raises(TypeError, match="hypotheses must be a list of strings, got str"):
+        M.corpus_bleu("a b", [["a b"], ["a b"], ["a b"]])
+    with pytest.raises(TypeError, match=r"references\[0\] must be a list of strings, got str"):
         M.corpus_bleu(["a"], ["a"])
+    with pytest.raises(ValueError, match=r"references\[0\] must not be empty"):
+        M.corpus_bleu(["a"], [[]])
 
 
 def test_fact_accuracy():
@@ -78,6 +80,8 @@ def test_fact_accuracy():
     assert acc == {"parsed": 0.75, "true": 0.5, "complete": 0.25}
     with pytest.raises(ValueError, match="captions"):
         M.fact_accuracy(caps, [s])
+    with pytest.raises(TypeError, match="captions must be a list of strings, got str"):
+        M.fact_accuracy(caps[0], [s])
 
 
 def test_spearman():

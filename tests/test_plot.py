@@ -30,8 +30,6 @@ def test_figure_shape_dpi_and_closed():
     assert plt.get_fignums() == before  # not left open in pyplot
     with pytest.raises(ValueError, match="nrows"):
         figure(0, 1)
-    with pytest.raises(ValueError, match="panel_size"):
-        figure(1, 1, panel_size=(0, 1))
 
 
 def test_image_grid_uint8_and_tensor():
@@ -51,18 +49,12 @@ def test_image_grid_bad_input():
         image_grid(torch.rand(2, 4, 8, 8))
     with pytest.raises(ValueError, match=r"images.*\[0, 1\]"):
         image_grid(torch.rand(2, 3, 8, 8) * 255)
-    with pytest.raises(ValueError, match="images"):
-        image_grid(np.zeros((0, 8, 8, 3), dtype=np.uint8))
     with pytest.raises(TypeError, match="images"):
         image_grid(np.zeros((2, 8, 8, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="captions"):
         image_grid(torch.rand(2, 3, 8, 8), captions=["one"])
-    with pytest.raises(TypeError, match="captions"):
-        image_grid(torch.rand(2, 3, 8, 8), captions="ab")
     with pytest.raises(ValueError, match="ncols"):
         image_grid(torch.rand(2, 3, 8, 8), ncols=0)
-    with pytest.raises(ValueError, match="scale"):
-        image_grid(torch.rand(2, 3, 8, 8), scale=-1)
 
 
 def test_training_curves_history_dict_and_comparison():
@@ -77,12 +69,12 @@ def test_training_curves_history_dict_and_comparison():
 def test_training_curves_bad_input():
     with pytest.raises(TypeError, match="history_or_dict"):
         training_curves([1, 2, 3])
-    with pytest.raises(ValueError, match="history_or_dict"):
-        training_curves({})
     with pytest.raises(TypeError, match="history_or_dict"):
         training_curves({"x": "abc"})
     with pytest.raises(ValueError, match="keys"):
         training_curves(_history(), keys=["nope"])
+    with pytest.raises(TypeError, match="keys must be a list of strings, got str"):
+        training_curves(_history(), keys="loss")
     with pytest.raises(ValueError, match="smooth"):
         training_curves(_history(), smooth=1.0)
     with pytest.raises(ValueError, match="nothing to plot"):
@@ -106,8 +98,6 @@ def test_spectrogram_plot_bad_input():
         spectrogram_plot([[1.0]], 8000, 64)
     with pytest.raises(ValueError, match="sample_rate"):
         spectrogram_plot(torch.rand(4, 4), 0, 64)
-    with pytest.raises(TypeError, match="hop_length"):
-        spectrogram_plot(torch.rand(4, 4), 8000, 1.5)
     with pytest.raises(TypeError, match="ax"):
         spectrogram_plot(torch.rand(4, 4), 8000, 4, ax="left")
 
@@ -130,8 +120,6 @@ def test_heatmap_bad_input():
         heatmap("abc")
     with pytest.raises(ValueError, match="row_labels"):
         heatmap(torch.rand(2, 3), row_labels=["a"])
-    with pytest.raises(ValueError, match="col_labels"):
-        heatmap(torch.rand(2, 3), col_labels=["a", "b"])
 
 
 def test_bar_table_groups_and_series():
@@ -148,10 +136,6 @@ def test_bar_table_groups_and_series():
 def test_bar_table_bad_input():
     with pytest.raises(TypeError, match="table"):
         bar_table([1, 2])
-    with pytest.raises(ValueError, match="table"):
-        bar_table({})
-    with pytest.raises(TypeError, match=r"table\['m'\]"):
-        bar_table({"m": [0.5]})
     with pytest.raises(TypeError, match=r"table\['m'\]\['a'\]"):
         bar_table({"m": {"a": "high"}})
     with pytest.raises(ValueError, match="no values"):

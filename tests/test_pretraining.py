@@ -3,11 +3,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mmutils import encoders, losses
 from mmutils import pretraining as P
+from mmutils.nn.encoders import ConvTower
+from mmutils.nn.layers import grid_position_embedding
+from mmutils.nn.losses import clip_loss
 
 VOCAB, N, IMG_DIM, DIM, MAX_LEN = 40, 16, 12, 16, 10
 
@@ -53,8 +54,8 @@ def test_forward_shapes(b):
 
 
 @pytest.mark.parametrize("b", [1, 2, 5])
-def test_spatial_cnn_image_encoder(b):
-    cnn = encoders.SpatialCNN(widths=(4, 8), out_dim=IMG_DIM)  # 16x16 images -> 4x4 = 16 regions
+def test_conv_tower_image_encoder(b):
+    cnn = ConvTower(3, (4, 8), max_pool=True, out_dim=IMG_DIM)  # 16x16 images -> 4x4 = 16 regions
     model = P.MultiObjectiveModel(cnn, _config()).eval()
     images = torch.rand(b, 3, 16, 16)
     tokens = model.encode_image(images)
@@ -72,29 +73,26 @@ def test_loss_returns_scalars(b):
         assert v.shape == () and torch.isfinite(v)
 
 
-def test_grid_position_embedding():
-    e = P.grid_position_embedding(16, 32)
-    assert e.shape == (16, 32)
-    assert torch.cdist(e, e).add(torch.eye(16) * 10).min() > 0.1  # every cell has its own code
-    row_part, col_part = e[:, :16], e[:, 16:]
-    assert torch.equal(row_part[0], row_part[3]) and not torch.equal(row_part[0], row_part[4])  # same row 0
-    assert torch.equal(col_part[0], col_part[4]) and not torch.equal(col_part[0], col_part[1])  # same column 0
-    model = _model()
-    assert torch.equal(model.image_pos.data[0], P.grid_position_embedding(N, DIM))
+def test_region_positions_start_from_the_grid_embedding():
+    assert torch.equal(_model().image_pos.data[0], grid_position_embedding(N, DIM))
+
+
+def test_config_and_keyword_overrides_build_the_same_model():
+    config = _config()
+    a, b = _model(), _model()  # seeded
+    torch.manual_seed(0)
+    c = P.MultiObjectiveModel(nn.Identity(), vocab_size=VOCAB, image_dim=IMG_DIM, n_regions=N, dim=DIM, heads=2,
+                              embed_dim=8, max_len=MAX_LEN)
+    torch.manual_seed(0)
+    d = P.MultiObjectiveModel(nn.Identity(), _config(max_len=4), max_len=MAX_LEN)  # overrides win
+    assert a.config == c.config == d.config == config
+    for w, x, y, z in zip(*(m.state_dict().values() for m in (a, b, c, d))):
+        assert torch.equal(w, x) and torch.equal(w, y) and torch.equal(w, z)
 
 
 # --------------------------------------------------------------------------- #
 # The causal decoder
 # --------------------------------------------------------------------------- #
-def test_causal_mask_values():
-    m = P.causal_mask(4)
-    assert m.shape == (4, 4)
-    assert torch.equal(torch.isinf(m), torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1))
-    assert (m[torch.tril(torch.ones(4, 4, dtype=torch.bool))] == 0).all()
-    assert (m[torch.isinf(m)] < 0).all()
-    assert torch.equal(P.causal_mask(1), torch.zeros(1, 1))
-
-
 def test_decoder_never_looks_ahead():
     model = _model()
     regions, ids, _ = _batch(3, length=8)
@@ -232,7 +230,8 @@ def test_loss_is_the_weighted_sum_of_its_parts():
     expected = 2.0 * out["itc"] + 0.5 * out["itm"] + 3.0 * out["lm"]
     assert torch.allclose(out["loss"], expected, atol=1e-6)
     o = model(regions, ids, mask)
-    assert torch.allclose(out["itc"], losses.clip_loss(o["image_emb"], o["text_emb"], model.logit_scale), atol=1e-6)
+    assert torch.allclose(out["itc"], clip_loss(o["image_emb"], o["text_emb"], model.logit_scale), atol=1e-6)
+    assert torch.equal(model.scale(), model.logit_scale.exp())  # within CLIP's clamp
 
 
 def _grads(model, weights, negatives="hard"):
@@ -265,13 +264,13 @@ def test_zero_weights_switch_branches_off():
     assert all(has.values())
 
 
-def test_loss_weights_validation():
-    for kwargs, name in (({"itc": -1.0}, "itc"), ({"itm": float("nan")}, "itm"), ({"lm": True}, "lm"),
-                         ({"lm": "1"}, "lm")):
-        with pytest.raises(ValueError, match=name):
-            P.LossWeights(**kwargs)
-    with pytest.raises(ValueError, match="at least one"):
-        P.LossWeights(0, 0, 0)
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"itc": -1.0}, ValueError, "itc"), ({"lm": "1"}, TypeError, "lm"), ({"itc": 0, "itm": 0, "lm": 0}, ValueError,
+                                                                         "at least one"),
+])
+def test_loss_weights_bad_values(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        P.LossWeights(**kwargs)
 
 
 def test_training_lowers_every_loss():
@@ -294,98 +293,59 @@ def test_training_lowers_every_loss():
 # --------------------------------------------------------------------------- #
 # Bad inputs
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("kwargs, name", [
-    ({"vocab_size": 0}, "vocab_size"), ({"dim": 15}, "dim"), ({"heads": 3}, "heads"),
-    ({"max_len": 1.5}, "max_len"), ({"pad_id": VOCAB}, "pad_id"), ({"eos_id": -1}, "eos_id"),
-    ({"n_regions": True}, "n_regions"),
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"max_len": 1.5}, TypeError, "max_len"),  # wrong type
+    ({"vocab_size": 0}, ValueError, "vocab_size"),  # out of range
+    ({"pad_id": VOCAB}, ValueError, "pad_id"),  # an id outside the vocabulary
+    ({"heads": 3}, ValueError, "heads"),  # inconsistent sizes
+    ({"n_regions": 15}, ValueError, "n_regions"),  # not a square grid
 ])
-def test_config_rejects_bad_sizes(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+def test_config_rejects_bad_sizes(kwargs, error, match):
+    with pytest.raises(error, match=match):
         _config(**kwargs)
 
 
-def test_model_rejects_bad_construction():
-    with pytest.raises(TypeError, match="image_encoder"):
-        P.MultiObjectiveModel("cnn", _config())
-    with pytest.raises(TypeError, match="config"):
-        P.MultiObjectiveModel(nn.Identity(), {"dim": 16})
-    with pytest.raises(ValueError, match="n_regions"):
-        P.MultiObjectiveModel(nn.Identity(), _config(n_regions=15))
-    with pytest.raises(ValueError, match="n_regions"):
-        P.grid_position_embedding(8, 16)
-    with pytest.raises(ValueError, match="dim"):
-        P.grid_position_embedding(16, 18)
-    with pytest.raises(ValueError, match="length"):
-        P.causal_mask(0)
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m, r, i, k: P.MultiObjectiveModel("cnn", _config()), TypeError, "image_encoder"),
+    (lambda m, r, i, k: m.encode_image(torch.randn(3, N, IMG_DIM + 1)), ValueError, "image_encoder"),
+    (lambda m, r, i, k: m(r, i.tolist(), k), TypeError, "ids"),
+    (lambda m, r, i, k: m(r, i[:2], k[:2]), ValueError, "ids"),  # one caption per image
+    (lambda m, r, i, k: m.decode(m.encode_image(r), torch.full((3, MAX_LEN + 1), 5)), ValueError, "max_len"),
+    (lambda m, r, i, k: m.generate(m.encode_image(r), max_len=MAX_LEN + 1), ValueError, "max_len"),
+    (lambda m, r, i, k: m.caption_log_likelihood(m.encode_image(r), i[:, :1], k[:, :1]), ValueError, "length"),
+    (lambda m, r, i, k: m.match(m.encode_image(r), m.encode_text(i, k)[0], k[:, :-1]), ValueError, "text_mask"),
+])
+def test_model_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call(_model(), *_batch(3))
 
 
-def test_model_rejects_bad_inputs():
-    model = _model()
+@pytest.mark.parametrize("args, error, match", [
+    ((torch.zeros(3, 4),), ValueError, "similarity"),  # not square
+    ((torch.zeros(1, 1),), ValueError, "similarity"),  # nothing to mine from
+    ((torch.zeros(3, 3, dtype=torch.long),), TypeError, "similarity"),
+    ((torch.zeros(3, 3), torch.zeros(4, dtype=torch.long)), ValueError, "key_id"),
+])
+def test_mining_bad_input(args, error, match):
+    with pytest.raises(error, match=match):
+        P.mine_hard_negatives(*args)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m, r, i, k: P.pretraining_loss(nn.Linear(2, 2), r, i, k), TypeError, "model"),
+    (lambda m, r, i, k: P.pretraining_loss(m, r, i, k[:, :-1]), ValueError, "mask"),
+    (lambda m, r, i, k: P.pretraining_loss(m, r[:2], i, k), ValueError, "ids"),  # one caption per image
+    (lambda m, r, i, k: P.pretraining_loss(m, r, i, k, negatives="easy"), ValueError, "negatives"),
+    (lambda m, r, i, k: P.pretraining_loss(m, r[:1], i[:1], k[:1]), ValueError, "2 pairs"),  # ITM needs a batch
+    (lambda m, r, i, k: P.pretraining_loss(m, r, i[:, :1], k[:, :1], P.LossWeights(0, 0, 1)), ValueError,
+     "length >= 2"),
+])
+def test_loss_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call(_model(), *_batch(3))
+
+
+def test_a_batch_of_one_is_fine_without_the_itm_branch():
     regions, ids, mask = _batch(3)
-    tokens = model.encode_image(regions)
-    with pytest.raises(ValueError, match="image_encoder"):
-        model.encode_image(torch.randn(3, N, IMG_DIM + 1))
-    with pytest.raises(ValueError, match="image_tokens"):
-        model.embed_image(torch.randn(3, N - 1, DIM))
-    with pytest.raises(ValueError, match="pooled"):
-        model.embed_text(torch.randn(3, DIM + 1))
-    with pytest.raises(TypeError, match="ids"):
-        model.decode(tokens, ids.float())
-    with pytest.raises(ValueError, match="ids"):
-        model.decode(tokens, torch.full((3, MAX_LEN + 1), 5))
-    with pytest.raises(ValueError, match="batch size"):
-        model.decode(tokens, ids[:2])
-    with pytest.raises(ValueError, match="batch size"):
-        model.match(tokens, model.encode_text(ids, mask)[0][:2], mask[:2])
-    with pytest.raises(ValueError, match="max_len"):
-        model.generate(tokens, max_len=MAX_LEN + 1)
-    with pytest.raises(ValueError, match="max_len"):
-        model.generate(tokens, max_len=0)
-    with pytest.raises(ValueError, match="ids"):
-        model.caption_log_likelihood(tokens, ids[:, :1], mask[:, :1])
-    with pytest.raises(ValueError, match="mask"):
-        model.caption_log_likelihood(tokens, ids, mask[:, :-1])
-
-
-def test_mining_rejects_bad_inputs():
-    with pytest.raises(ValueError, match="similarity"):
-        P.mine_hard_negatives(torch.zeros(3, 4))
-    with pytest.raises(ValueError, match="similarity"):
-        P.mine_hard_negatives(torch.zeros(1, 1))
-    with pytest.raises(TypeError, match="similarity"):
-        P.mine_hard_negatives(torch.zeros(3, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="key_id"):
-        P.mine_hard_negatives(torch.zeros(3, 3), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(TypeError, match="key_id"):
-        P.mine_hard_negatives(torch.zeros(3, 3), torch.zeros(3))
-
-
-def test_loss_rejects_bad_inputs():
-    model = _model()
-    regions, ids, mask = _batch(3)
-    with pytest.raises(TypeError, match="model"):
-        P.pretraining_loss(nn.Linear(2, 2), regions, ids, mask)
-    with pytest.raises(TypeError, match="weights"):
-        P.pretraining_loss(model, regions, ids, mask, {"itc": 1.0})
-    with pytest.raises(ValueError, match="mask"):
-        P.pretraining_loss(model, regions, ids, mask[:, :-1])
-    with pytest.raises(ValueError, match="images"):
-        P.pretraining_loss(model, regions[:2], ids, mask)
-    with pytest.raises(ValueError, match="negatives"):
-        P.pretraining_loss(model, regions, ids, mask, negatives="easy")
-    with pytest.raises(ValueError, match="at least 2"):
-        P.pretraining_loss(model, regions[:1], ids[:1], mask[:1])
-    with pytest.raises(ValueError, match="length >= 2"):
-        P.pretraining_loss(model, regions, ids[:, :1], mask[:, :1], P.LossWeights(0, 0, 1))
-    # a batch of one is fine without the ITM branch
-    out = P.pretraining_loss(model, regions[:1], ids[:1], mask[:1], P.LossWeights(1, 0, 1))
+    out = P.pretraining_loss(_model(), regions[:1], ids[:1], mask[:1], P.LossWeights(1, 0, 1))
     assert torch.isfinite(out["loss"])
-
-
-def test_forward_rejects_bad_ids():
-    model = _model()
-    regions, ids, mask = _batch(3)
-    with pytest.raises(TypeError, match="ids"):
-        model(regions, ids.tolist(), mask)
-    with pytest.raises(ValueError, match="batch size"):
-        model(regions, ids[:2], mask[:2])

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 import mmutils.world as W
-from mmutils import encoders as E
 from mmutils import probes as P
+from mmutils.nn import encoders as E
 
 
 def _pair(left, right):
@@ -27,6 +27,7 @@ def test_probe_labels_closed_form():
     scene = _pair(("circle", "red", "small", 0.8, 0.8), ("square", "blue", "large", 0.2, 0.3))
     labels = P.probe_labels([scene, scene])
     assert set(labels) == set(P.TARGETS)
+    assert P.TARGETS == {"shape_left": 6, "color_left": 6, "size_left": 2, "shape_top": 6, "left_above": 2}
     assert labels["shape_left"].tolist() == [W.SHAPES.index("square")] * 2
     assert labels["color_left"][0] == W.COLORS.index("blue")
     assert labels["size_left"][0] == W.SIZES.index("large")
@@ -40,7 +41,7 @@ def test_probe_labels_closed_form():
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("readout, in_dim", [("flatten", 16 * 8), ("pooled", 8), ("mean", 8)])
 def test_probe_on_image_tokens(batch, readout, in_dim):
-    probe = P.UnimodalProbe(E.SpatialCNN(widths=(4, 4, 4), out_dim=8), in_dim, readout=readout, hidden=16)
+    probe = P.UnimodalProbe(E.ConvTower(widths=(4, 4, 4), max_pool=True, out_dim=8), in_dim, readout=readout, hidden=16)
     out = probe(torch.rand(batch, 3, 32, 32))
     assert {k: tuple(v.shape) for k, v in out.items()} == {k: (batch, c) for k, c in P.TARGETS.items()}
 
@@ -90,28 +91,30 @@ def test_probe_learns_and_accuracy():
     assert chance["const"] == 1.0 and 0.4 < chance["sign"] < 0.6
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: P.sample_probe_scenes(0), "n"),
-    (lambda: P.sample_probe_scenes(5, min_gap=0.6), "min_gap"),
-    (lambda: P.sample_probe_scenes(5, seed=-1), "seed"),
-    (lambda: P.probe_labels(W.sample_scenes(3, min_objects=1, max_objects=1)), "exactly 2"),
-    (lambda: P.probe_labels([]), "scenes"),
-    (lambda: P.probe_labels("scene"), "scenes"),
-    (lambda: P.UnimodalProbe(nn.Identity(), 4, readout="max"), "readout"),
-    (lambda: P.UnimodalProbe(nn.Identity(), 0), "in_dim"),
-    (lambda: P.UnimodalProbe(nn.Identity(), 4, {"a": 1}), "targets"),
-    (lambda: P.UnimodalProbe("encoder", 4), "encoder"),
-    (lambda: P.UnimodalProbe(nn.Identity(), 4)(torch.randn(2, 5)), "in_dim"),
-    (lambda: P.UnimodalProbe(nn.Identity(), 4)(torch.randn(2, 3, 4, 5)), "encoder output"),
-    (lambda: P.probe_loss({"a": torch.randn(3, 2)}, {"b": torch.zeros(3, dtype=torch.long)}), "labels"),
-    (lambda: P.probe_loss({"a": torch.randn(3, 2)}, {"a": torch.zeros(4, dtype=torch.long)}), r"labels\['a'\]"),
-    (lambda: P.probe_loss({"a": torch.randn(3, 2)}, {"a": torch.zeros(3)}), r"labels\['a'\]"),
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: P.sample_probe_scenes(0), ValueError, "n"),
+    (lambda: P.sample_probe_scenes(5, min_gap=0.6), ValueError, "min_gap"),
+    (lambda: P.sample_probe_scenes(5, seed=1.5), TypeError, "seed"),
+    (lambda: P.probe_labels(W.sample_scenes(3, min_objects=1, max_objects=1)), ValueError, "exactly 2"),
+    (lambda: P.probe_labels([]), ValueError, "scenes"),
+    (lambda: P.probe_labels("scene"), TypeError, "scenes"),
+    (lambda: P.UnimodalProbe(nn.Identity(), 4, readout="max"), ValueError, "readout"),
+    (lambda: P.UnimodalProbe(nn.Identity(), 0), ValueError, "in_dim"),
+    (lambda: P.UnimodalProbe(nn.Identity(), 4, {"a": 1}), ValueError, r"targets\['a'\]"),
+    (lambda: P.UnimodalProbe("encoder", 4), TypeError, "encoder"),
+    (lambda: P.UnimodalProbe(nn.Identity(), 4, ["a", "b"]), TypeError, "targets"),
+    (lambda: P.UnimodalProbe(nn.Identity(), 4)(torch.randn(2, 5)), ValueError, "in_dim"),
+    (lambda: P.UnimodalProbe(nn.Identity(), 4)(torch.randn(2, 3, 4, 5)), ValueError, "encoder output"),
+    (lambda: P.probe_loss({"a": torch.randn(3, 2)}, {"b": torch.zeros(3, dtype=torch.long)}), ValueError, "labels"),
+    (lambda: P.probe_loss({"a": torch.randn(3, 2)}, {"a": torch.zeros(4, dtype=torch.long)}), ValueError,
+     r"labels\['a'\]"),
+    (lambda: P.probe_loss({"a": torch.randn(3, 2)}, {"a": torch.zeros(3)}), TypeError, r"labels\['a'\]"),
     (lambda: P.probe_accuracy(P.UnimodalProbe(nn.Identity(), 4, {"a": 2}), (torch.randn(3, 4), torch.randn(2)),
-                              {"a": torch.zeros(3, dtype=torch.long)}), r"inputs\[1\]"),
+                              {"a": torch.zeros(3, dtype=torch.long)}), ValueError, r"inputs\[1\]"),
     (lambda: P.probe_accuracy(P.UnimodalProbe(nn.Identity(), 4, {"a": 2}), (torch.randn(3, 4),),
-                              {"b": torch.zeros(3, dtype=torch.long)}), "labels"),
-    (lambda: P.chance_accuracy({"a": torch.zeros(3)}), r"labels\['a'\]"),
+                              {"a": torch.zeros(3, dtype=torch.long)}, batch_size=0), ValueError, "batch_size"),
+    (lambda: P.chance_accuracy([0, 1]), TypeError, "labels"),
 ])
-def test_bad_input(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
         call()

@@ -1,14 +1,12 @@
 """Tests of mmutils.simcse: the sentence encoder, the fact-based gold similarity, the STS benchmark,
-supervised triplets, the bag-of-words baseline, and the SimCSE loss in closed form."""
-import math
-
+supervised triplets, the bag-of-words baseline, and the scoring of a benchmark."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmutils import losses, world
 from mmutils import simcse as S
+from mmutils import world
 
 VOCAB = 40
 
@@ -73,37 +71,38 @@ def test_dropout_gives_two_views_in_train_mode_only(encoder):
     encoder.eval()
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda e: e(torch.zeros(3, dtype=torch.long)), "ids"),
-    (lambda e: e(torch.zeros(2, 3)), "ids"),
-    (lambda e: e([[1, 2]]), "ids"),
-    (lambda e: e(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 4, dtype=torch.long)), "mask"),
-    (lambda e: e(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 0], [0, 0, 0]])), "mask"),
-    (lambda e: e(torch.ones(1, 3, dtype=torch.long), torch.tensor([[1, 2, 0]])), "mask"),
-    (lambda e: e(torch.ones(1, 20, dtype=torch.long)), "ids"),
-    (lambda e: e.encode(torch.ones(1, 3, dtype=torch.long), batch_size=0), "batch_size"),
+def test_encode_equals_forward_in_eval_mode(encoder):
+    ids = torch.randint(5, VOCAB, (5, 6))
+    mask = torch.ones_like(ids)
+    mask[3, 4:] = 0
+    with torch.no_grad():
+        expected = F.normalize(encoder(ids, mask), dim=1)
+    assert torch.allclose(encoder.encode(ids, mask.bool(), batch_size=2), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda e: e([[1, 2]]), TypeError, "ids"),
+    (lambda e: e(torch.zeros(2, 3)), TypeError, "ids"),
+    (lambda e: e(torch.zeros(3, dtype=torch.long)), ValueError, "ids"),
+    (lambda e: e(torch.ones(1, 20, dtype=torch.long)), ValueError, "ids has length 20"),
+    (lambda e: e(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 4, dtype=torch.long)), ValueError, "mask"),
+    (lambda e: e.encode(torch.ones(1, 3, dtype=torch.long), batch_size=0), ValueError, "batch_size"),
+    (lambda e: S.SentenceEncoder("bert"), TypeError, "backbone"),
 ])
-def test_encoder_bad_input(encoder, call, name):
-    with pytest.raises((ValueError, TypeError), match=name):
+def test_encoder_bad_input(encoder, call, error, name):
+    with pytest.raises(error, match=name):
         call(encoder)
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(vocab_size=1), "vocab_size"),
-    (dict(vocab_size=10, dim=10, heads=4), "dim"),
-    (dict(vocab_size=10, dropout=1.0), "dropout"),
-    (dict(vocab_size=10, pad_id=10), "pad_id"),
-    (dict(vocab_size=10, layers=0), "layers"),
-    (dict(vocab_size=10.0), "vocab_size"),
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(vocab_size=10.0), TypeError, "vocab_size"),
+    (dict(vocab_size=1), ValueError, "vocab_size"),
+    (dict(vocab_size=10, dim=10, heads=4), ValueError, "dim"),
+    (dict(vocab_size=10, pad_id=10), ValueError, "pad_id"),
 ])
-def test_tiny_bert_bad_input(kwargs, name):
-    with pytest.raises((ValueError, TypeError), match=name):
+def test_tiny_bert_bad_input(kwargs, error, name):
+    with pytest.raises(error, match=name):
         S.tiny_bert(**kwargs)
-
-
-def test_sentence_encoder_needs_a_module():
-    with pytest.raises(TypeError, match="backbone"):
-        S.SentenceEncoder("bert")
 
 
 # --------------------------------------------------------------------------- #
@@ -151,6 +150,7 @@ def test_fact_similarity_closed_form():
     ({("exists", RED_CIRCLE)}, {("rel", RED_CIRCLE, "near", BLUE_SQUARE)}, "facts", ValueError),
     ({("moves", RED_CIRCLE, "left")}, {("exists", RED_CIRCLE)}, "facts", ValueError),
     ({("exists", ("circle", "red"))}, {("exists", RED_CIRCLE)}, "descriptor", ValueError),
+    ({("exists", "red circle")}, {("exists", RED_CIRCLE)}, "descriptor", TypeError),
 ])
 def test_fact_similarity_bad_input(facts_a, facts_b, name, error):
     with pytest.raises(error, match=name):
@@ -199,7 +199,6 @@ def test_sts_pairs_subset_of_kinds():
 @pytest.mark.parametrize("kwargs, name, error", [
     (dict(n=0), "n", ValueError),
     (dict(n=2.5), "n", TypeError),
-    (dict(n=5, seed=-1), "seed", ValueError),
     (dict(n=5, kinds=("paraphrase", "typo")), "kinds", ValueError),
     (dict(n=5, kinds="paraphrase"), "kinds", TypeError),
 ])
@@ -221,7 +220,7 @@ def test_supervised_triplets():
         fa, fp, fn = (world.parse_caption(t) for t in (a, p, n))
         assert a != p and S.fact_similarity(fa, fp) == 1.0  # a paraphrase
         assert S.fact_similarity(fa, fn) < 1.0  # a near miss
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match="n must be"):
         S.supervised_triplets(0)
 
 
@@ -247,48 +246,10 @@ def test_bag_of_words_similarity(n):
 @pytest.mark.parametrize("call, name, error", [
     (lambda: S.bag_of_words("a red circle"), "texts", TypeError),
     (lambda: S.bag_of_words([]), "texts", ValueError),
-    (lambda: S.bag_of_words(["a", 3]), "texts", TypeError),
     (lambda: S.bag_of_words_similarity(["a"], ["a", "b"]), "texts_a and texts_b", ValueError),
-    (lambda: S.bag_of_words_similarity(["a"], "b"), "texts_b", TypeError),
 ])
 def test_bag_of_words_bad_input(call, name, error):
     with pytest.raises(error, match=name):
-        call()
-
-
-# --------------------------------------------------------------------------- #
-# The SimCSE loss in closed form
-# --------------------------------------------------------------------------- #
-def test_simcse_loss_closed_form():
-    b, tau = 4, 0.05
-    # Orthogonal sentences, each view equal to itself: logits 1/tau on the diagonal, 0 elsewhere.
-    z = torch.eye(b)
-    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + (b - 1)))
-    assert losses.simcse_loss(z, z, tau).item() == pytest.approx(expected, rel=1e-4, abs=1e-7)
-    # All views equal: every column alike, loss log B (log 2B with as many equal hard negatives).
-    ones = torch.ones(b, 3)
-    assert losses.simcse_loss(ones, ones, tau).item() == pytest.approx(math.log(b), abs=1e-5)
-    assert losses.simcse_loss(ones, ones, tau, hard_negatives=ones).item() == pytest.approx(math.log(2 * b), abs=1e-5)
-    # A hard negative equal to its positive: the positive wins half the mass -> log 2 (others vanish).
-    hard = losses.simcse_loss(z, z, 0.01, hard_negatives=z)
-    assert hard.item() == pytest.approx(math.log(2), abs=1e-4)
-    # Equal to the explicit formula with random views (scaled inputs: normalised inside).
-    torch.manual_seed(0)
-    z1, z2, zn = torch.randn(5, 6), torch.randn(5, 6), torch.randn(5, 6)
-    logits = F.normalize(z1, dim=1) @ F.normalize(torch.cat([z2, zn]), dim=1).t() / tau
-    expected = F.cross_entropy(logits, torch.arange(5))
-    assert losses.simcse_loss(3 * z1, z2, tau, hard_negatives=zn).item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-@pytest.mark.parametrize("call, name", [
-    (lambda: losses.simcse_loss(torch.ones(3, 4), torch.ones(2, 4)), "batch size"),
-    (lambda: losses.simcse_loss(torch.ones(3, 4), torch.ones(3, 5)), "dim"),
-    (lambda: losses.simcse_loss(torch.ones(3), torch.ones(3)), "2-D"),
-    (lambda: losses.simcse_loss(torch.ones(3, 4), torch.ones(3, 4), temperature=0.0), "temperature"),
-    (lambda: losses.simcse_loss(torch.ones(3, 4), torch.ones(3, 4), hard_negatives=torch.ones(3, 2)), "hard_negatives"),
-])
-def test_simcse_loss_bad_input(call, name):
-    with pytest.raises(ValueError, match=name):
         call()
 
 
@@ -331,8 +292,8 @@ def test_pair_cosines_with_the_sentence_encoder(encoder, n):
 @pytest.mark.parametrize("call, name, error", [
     (lambda: S.pair_cosines("minilm", ["a"], ["b"]), "embed", TypeError),
     (lambda: S.pair_cosines(lambda t: torch.ones(len(t), 2), ["a"], ["a", "b"]), "texts_a and texts_b", ValueError),
-    (lambda: S.pair_cosines(lambda t: torch.ones(1, 2), ["a"], ["b"]), "embed must return", ValueError),
-    (lambda: S.pair_cosines(lambda t: [[1.0]] * len(t), ["a"], ["b"]), "embed must return", ValueError),
+    (lambda: S.pair_cosines(lambda t: torch.ones(1, 2), ["a"], ["b"]), r"embed\(texts\) must have size 2", ValueError),
+    (lambda: S.pair_cosines(lambda t: [[1.0, 0.0]] * len(t), ["a"], ["b"]), r"embed\(texts\)", TypeError),
 ])
 def test_pair_cosines_bad_input(call, name, error):
     with pytest.raises(error, match=name):
@@ -358,13 +319,12 @@ def test_kind_auc_closed_form():
 
 @pytest.mark.parametrize("call, name, error", [
     (lambda p: S.kind_auc(np.zeros(5), p, "paraphrase"), "kind", ValueError),
-    (lambda p: S.kind_auc(np.zeros(5), p, "typo"), "kind", ValueError),
     (lambda p: S.kind_auc(np.zeros(4), p, "relation"), "scores", ValueError),
     (lambda p: S.kind_auc([0.0] * 5, p, "relation"), "scores", TypeError),
-    (lambda p: S.kind_auc(np.zeros(5), "pairs", "relation"), "pairs", TypeError),
     (lambda p: S.kind_auc(np.zeros(5), p, "swap"), "swap", ValueError),
 ])
 def test_kind_auc_bad_input(call, name, error):
-    pairs = S.STSPairs(["x"] * 5, ["y"] * 5, np.zeros(5), ["paraphrase", "relation", "relation", "unrelated", "attribute"])
+    kinds = ["paraphrase", "relation", "relation", "unrelated", "attribute"]
+    pairs = S.STSPairs(["x"] * 5, ["y"] * 5, np.zeros(5), kinds)
     with pytest.raises(error, match=name):
         call(pairs)

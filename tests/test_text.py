@@ -23,10 +23,20 @@ def minilm():
 
 def test_special_token_ids(tok):
     assert isinstance(tok, PreTrainedTokenizerFast)
-    assert [tok.convert_tokens_to_ids(t) for t in (PAD, UNK, BOS, EOS, MASK)] == [0, 1, 2, 3, 4]
-    assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.mask_token_id) == (
-        0, 1, 2, 3, 4)
+    ids = (T.PAD_ID, T.UNK_ID, T.BOS_ID, T.EOS_ID, T.MASK_ID)
+    assert ids == (0, 1, 2, 3, 4)
+    assert tuple(tok.convert_tokens_to_ids(t) for t in (PAD, UNK, BOS, EOS, MASK)) == ids
+    assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.mask_token_id) == ids
     assert tok.padding_side == "right"
+
+
+@pytest.mark.parametrize("texts", [["zebra", "zebra apple"], ["[MASK] b a", "a b c d e f"]])
+def test_train_tokenizer_gives_the_special_ids_whatever_the_texts(texts):
+    t = train_tokenizer(texts)
+    assert [t.convert_tokens_to_ids(s) for s in T.SPECIAL_TOKENS] == [T.PAD_ID, T.UNK_ID, T.BOS_ID, T.EOS_ID,
+                                                                       T.MASK_ID]
+    ids = t("zebra")["input_ids"]
+    assert ids[0] == T.BOS_ID and ids[-1] == T.EOS_ID
 
 
 def test_template_adds_bos_eos_and_lowercases(tok):
@@ -75,12 +85,8 @@ def test_encode_batch_bad_input(tok):
         encode_batch(tok, "one string")
     with pytest.raises(ValueError, match="texts"):
         encode_batch(tok, [])
-    with pytest.raises(TypeError, match="texts"):
-        encode_batch(tok, ["ok", 3])
     with pytest.raises(ValueError, match="max_length"):
         encode_batch(tok, TEXTS, max_length=1)
-    with pytest.raises(TypeError, match="max_length"):
-        encode_batch(tok, TEXTS, max_length=3.0)
 
 
 def test_decode_round_trip_and_stop_at_eos(tok):
@@ -97,14 +103,10 @@ def test_decode_round_trip_and_stop_at_eos(tok):
 def test_decode_bad_input(tok):
     with pytest.raises(ValueError, match="ids"):
         decode(tok, torch.zeros(2, 2, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match="ids"):
+    with pytest.raises(TypeError, match="ids"):
         decode(tok, torch.zeros(3))
     with pytest.raises(TypeError, match="ids"):
         decode(tok, "2 3")
-    with pytest.raises(TypeError, match="ids"):
-        decode(tok, [2, "a"])
-    with pytest.raises(TypeError, match="tokenizer"):
-        decode(None, [2, 3])
 
 
 def test_train_tokenizer_bad_input():
@@ -112,8 +114,6 @@ def test_train_tokenizer_bad_input():
         train_tokenizer("a red circle")
     with pytest.raises(ValueError, match="texts"):
         train_tokenizer([])
-    with pytest.raises(TypeError, match="lowercase"):
-        train_tokenizer(TEXTS, lowercase="yes")
     with pytest.raises(ValueError, match="min_frequency"):
         train_tokenizer(TEXTS, min_frequency=0)
 
@@ -145,11 +145,6 @@ def test_minilm_encode_bad_input(minilm):
         minilm.encode([1, 2])
     with pytest.raises(ValueError, match="batch_size"):
         minilm.encode(["a"], batch_size=0)
-
-
-def test_load_minilm_bad_device():
-    with pytest.raises(TypeError, match="device"):
-        load_minilm(device=0)
 
 
 def test_load_minilm_missing_package(monkeypatch):

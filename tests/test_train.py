@@ -1,6 +1,4 @@
 """Tests of the fit loop, its history and random batches."""
-import math
-
 import pytest
 import torch
 
@@ -111,28 +109,14 @@ def test_fit_bad_input():
     ok = random_batches(x, y, batch_size=4)
     with pytest.raises(TypeError, match="model"):
         fit(lambda x: x, _mse, ok, max_steps=1)
-    with pytest.raises(TypeError, match="loss_fn"):
-        fit(model, 3, ok, max_steps=1)
-    with pytest.raises(TypeError, match="batches"):
-        fit(model, _mse, 5, max_steps=1)
-    with pytest.raises(TypeError, match="batches"):
-        fit(model, _mse, x, max_steps=1)
+    with pytest.raises(TypeError, match="random_batches"):
+        fit(model, _mse, x, max_steps=1)  # a tensor is not a batch source
     with pytest.raises(ValueError, match="max_steps or max_seconds"):
         fit(model, _mse, ok)
     with pytest.raises(ValueError, match="max_steps"):
         fit(model, _mse, ok, max_steps=0)
-    with pytest.raises(TypeError, match="max_steps"):
-        fit(model, _mse, ok, max_steps=2.0)
-    with pytest.raises(ValueError, match="lr"):
-        fit(model, _mse, ok, max_steps=1, lr=-1.0)
-    with pytest.raises(ValueError, match="grad_clip"):
-        fit(model, _mse, ok, max_steps=1, grad_clip=0)
     with pytest.raises(ValueError, match="eval_every"):
         fit(model, _mse, ok, max_steps=1, eval_every=5)
-    with pytest.raises(TypeError, match="optimizer"):
-        fit(model, _mse, ok, max_steps=1, optimizer="adam")
-    with pytest.raises(TypeError, match="scheduler"):
-        fit(model, _mse, ok, max_steps=1, scheduler=3)
     frozen = torch.nn.Linear(1, 1).requires_grad_(False)
     with pytest.raises(ValueError, match="trainable"):
         fit(frozen, _mse, ok, max_steps=1)
@@ -148,8 +132,6 @@ def test_fit_bad_loss_fn_output():
         fit(model, lambda m, b: 1.0, ok, max_steps=1, progress=False)
     with pytest.raises(ValueError, match="scalar"):
         fit(model, lambda m, b: m(b[0]), ok, max_steps=1, progress=False)
-    with pytest.raises(TypeError, match="eval_fn"):
-        fit(model, _mse, ok, max_steps=1, eval_fn=lambda m: "good", progress=False)
 
 
 def test_history_last_errors():
@@ -160,8 +142,6 @@ def test_history_last_errors():
     assert h.last("acc") == 0.9 and h.last("val") == 0.8
     with pytest.raises(KeyError, match="nope"):
         h.last("nope")
-    with pytest.raises(TypeError, match="name"):
-        h.last(3)
     with pytest.raises(KeyError, match="acc"):
         h.eval_series("acc")
 
@@ -182,9 +162,7 @@ def test_random_batches_shapes_seed_and_device():
 
 def test_random_batches_bad_input():
     x = torch.zeros(10, 2)
-    with pytest.raises(ValueError, match="tensors"):
-        random_batches(batch_size=2)
-    with pytest.raises(TypeError, match="tensors"):
+    with pytest.raises(TypeError, match=r"tensors\[0\]"):
         random_batches([1, 2], batch_size=2)
     with pytest.raises(ValueError, match="same length"):
         random_batches(x, torch.zeros(9), batch_size=2)
@@ -192,16 +170,3 @@ def test_random_batches_bad_input():
         random_batches(torch.zeros(0, 2), batch_size=2)
     with pytest.raises(ValueError, match="batch_size"):
         random_batches(x, batch_size=0)
-    with pytest.raises(TypeError, match="batch_size"):
-        random_batches(x, batch_size=2.0)
-    with pytest.raises(ValueError, match="seed"):
-        random_batches(x, batch_size=2, seed=-1)
-    with pytest.raises(TypeError, match="generator"):
-        random_batches(x, batch_size=2, generator=0)
-    with pytest.raises(TypeError, match="device"):
-        random_batches(x, batch_size=2, device=0)
-
-
-def test_history_default_is_empty():
-    h = History()
-    assert len(h) == 0 and h.as_dict()["losses"] == [] and not math.isnan(h.seconds)

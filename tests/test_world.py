@@ -1,9 +1,11 @@
-"""Tests of ShapesWorld: determinism, rendering, the caption grammar, questions, clips and sound."""
+"""Tests of ShapesWorld: determinism, rendering, the caption grammar, questions, clips, sound,
+cell labels and scene perturbations."""
 import numpy as np
 import pytest
 import torch
 
 from mmutils import world as w
+from mmutils.world.audio import _PITCH
 
 
 @pytest.fixture(scope="module")
@@ -11,10 +13,12 @@ def scenes():
     return w.sample_scenes(10_000, min_objects=1, max_objects=3, seed=7)
 
 
-def test_vocabularies_are_large_enough():
-    assert len(w.SHAPES) >= 5 and len(w.COLORS) >= 6 and len(w.SIZES) == 2
-    assert set(w.RELATIONS) == {"left of", "right of", "above", "below"}
+def test_answers_are_distinct_and_opposites_pair_up():
     assert len(set(w.ANSWERS)) == len(w.ANSWERS)
+    assert set(w.OPPOSITE) == set(w.RELATIONS)
+    assert all(w.OPPOSITE[w.OPPOSITE[r]] == r != w.OPPOSITE[r] for r in w.RELATIONS)
+    s = w.Scene((w.Obj("circle", "red", "small", 0.2, 0.5), w.Obj("square", "blue", "large", 0.8, 0.45)))
+    assert s.relation(1, 0) == w.OPPOSITE[s.relation(0, 1)]
 
 
 def test_same_seed_same_world():
@@ -33,10 +37,10 @@ def test_scene_constraints(scenes):
         combos = [(o.shape, o.color) for o in s.objects]
         assert len(set(combos)) == len(combos)
         for i, a in enumerate(s.objects):
-            r = w._RADIUS[a.size]
+            r = w.RADIUS[a.size]
             assert r <= a.x <= 1 - r and r <= a.y <= 1 - r
             for b in s.objects[i + 1:]:
-                assert np.hypot(a.x - b.x, a.y - b.y) >= r + w._RADIUS[b.size]
+                assert np.hypot(a.x - b.x, a.y - b.y) >= r + w.RADIUS[b.size]
 
 
 def test_relation_is_antisymmetric():
@@ -115,6 +119,12 @@ def test_scene_facts_and_facts_hold():
     assert not w.facts_hold({("exists", ("star", None, None))}, s)
 
 
+def test_desc_matches_treats_none_as_any_value():
+    assert w.desc_matches(("circle", None, None), ("circle", "red", "small"))
+    assert w.desc_matches((None, None, None), ("square", "blue", "large"))
+    assert not w.desc_matches(("circle", "blue", None), ("circle", "red", "small"))
+
+
 def test_question_answers_follow_the_scene(scenes):
     qs = w.questions(scenes, seed=5)
     assert {q.qtype for q in qs} == set(w.QUESTION_TYPES)
@@ -150,6 +160,8 @@ def test_ask_bad_type():
         w.ask(s, "colour")
     with pytest.raises(ValueError, match="qtypes"):
         w.questions([s], qtypes=["relation"])
+    with pytest.raises(TypeError, match="scene"):
+        w.ask("a red circle")
 
 
 def test_sequences_move_as_captioned():
@@ -169,7 +181,7 @@ def test_sequences_move_as_captioned():
 def test_bounce_stays_inside():
     seqs = w.sample_sequences(50, frames=40, speed=0.1, bounce=True, seed=0)
     for seq in seqs:
-        r = w._RADIUS[seq.scene.objects[0].size]
+        r = w.RADIUS[seq.scene.objects[0].size]
         assert (seq.positions >= r - 1e-9).all() and (seq.positions <= 1 - r + 1e-9).all()
 
 
@@ -181,8 +193,8 @@ def test_audio_encodes_attributes():
     assert wave.shape == (3, 4000) and wave.dtype == np.float32 and np.abs(wave).max() <= 1
     spec = np.abs(np.fft.rfft(wave, axis=1))
     freqs = np.fft.rfftfreq(4000, 1 / 8000)
-    assert abs(freqs[spec[0].argmax()] - w._PITCH["circle"]) < 5
-    assert abs(freqs[spec[1].argmax()] - w._PITCH["star"]) < 5
+    assert abs(freqs[spec[0].argmax()] - _PITCH["circle"]) < 5
+    assert abs(freqs[spec[1].argmax()] - _PITCH["star"]) < 5
     assert np.abs(wave[2]).max() < np.abs(wave[0]).max()
 
 
@@ -198,27 +210,164 @@ def test_corpus_covers_vocabulary():
     assert set(w.vocabulary()) <= words
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: w.sample_scenes(-1), "n"),
-    (lambda: w.sample_scenes(2.5), "n"),
-    (lambda: w.sample_scenes(2, max_objects=0), "max_objects"),
-    (lambda: w.sample_scenes(2, min_objects=3, max_objects=2), "min_objects"),
-    (lambda: w.sample_scenes(2, colors=["red", "teal"]), "colors"),
-    (lambda: w.sample_scenes(2, shapes=["hexagon"]), "shapes"),
-    (lambda: w.sample_scenes(2, shapes="circle"), "shapes"),
-    (lambda: w.render(w.sample_scenes(2), size=8), "size"),
-    (lambda: w.render(w.sample_scenes(2), size=32.0), "size"),
-    (lambda: w.render(w.sample_scenes(2), noise=2.0), "noise"),
-    (lambda: w.render(["scene"]), "scenes"),
-    (lambda: w.caption("a red circle"), "scene"),
-    (lambda: w.parse_caption(3), "text"),
-    (lambda: w.sample_sequences(2, frames=1), "frames"),
-    (lambda: w.sample_sequences(2, speed=0.5), "speed"),
-    (lambda: w.synthesize_audio(w.sample_scenes(1), duration=0.0), "duration"),
-    (lambda: w.synthesize_audio(w.sample_scenes(1), sample_rate=10), "sample_rate"),
-    (lambda: w.spectrogram([0.0] * 300), "waveform"),
-    (lambda: w.spectrogram(np.zeros(100, dtype=np.float32)), "waveform"),
+# --------------------------------------------------------------------------- #
+# The relation swap
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("caption, swapped", [
+    ("a red circle left of a blue square", "a red circle right of a blue square"),
+    ("there is a big red circle to the right of a small blue square",
+     "there is a big red circle to the left of a small blue square"),
+    ("the red circle is above the blue square", "the red circle is below the blue square"),
+    ("a red circle under a blue square", "a red circle over a blue square"),
+    ("a red circle beneath a blue square", "a red circle above a blue square"),
+    ("a red circle over a blue square", "a red circle under a blue square"),
 ])
-def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+def test_swap_relation(caption, swapped):
+    assert w.swap_relation(caption) == swapped
+
+
+def test_swap_relation_makes_generated_captions_false():
+    scenes = w.sample_scenes(200, min_objects=2, max_objects=2, seed=3)
+    for scene, caption in zip(scenes, w.captions(scenes, seed=4)):
+        assert w.facts_hold(w.parse_caption(caption), scene)
+        assert not w.facts_hold(w.parse_caption(w.swap_relation(caption)), scene)
+
+
+def test_swap_relation_needs_a_whole_word_relation():
+    with pytest.raises(ValueError, match="no relation"):
+        w.swap_relation("a red circle leftover")
+
+
+# --------------------------------------------------------------------------- #
+# Cell labels
+# --------------------------------------------------------------------------- #
+def _loop_cell_labels(scenes, grid, attributes, values):
+    """Reference: the label of every cell by a plain loop over cells and objects."""
+    out = torch.zeros(len(scenes), grid * grid, dtype=torch.long)
+    for i, s in enumerate(scenes):
+        for cell in range(grid * grid):
+            for o in s.objects:
+                if (min(int(o.y * grid), grid - 1), min(int(o.x * grid), grid - 1)) == divmod(cell, grid):
+                    index = 0
+                    for a in attributes:
+                        index = index * len(values[a]) + values[a].index(getattr(o, a))
+                    out[i, cell] = 1 + index
+    return out
+
+
+@pytest.mark.parametrize("grid", [1, 3, 4])
+@pytest.mark.parametrize("attributes", [("shape", "color", "size"), ("color",), ("size", "shape")])
+def test_cell_labels_match_a_loop(scenes, grid, attributes):
+    values = {"shape": w.SHAPES, "color": w.COLORS, "size": w.SIZES}
+    few = scenes[:300]
+    assert torch.equal(w.cell_labels(few, grid, attributes), _loop_cell_labels(few, grid, attributes, values))
+
+
+def test_cell_labels_closed_form_and_allowed_values():
+    s = w.Scene((w.Obj("star", "blue", "large", 0.9, 0.1), w.Obj("circle", "red", "small", 0.3, 0.6)))
+    labels = w.cell_labels([s], 2)
+    star = 1 + (w.SHAPES.index("star") * len(w.COLORS) + w.COLORS.index("blue")) * 2 + 1
+    circle = 1 + (0 * len(w.COLORS) + 0) * 2 + 0
+    assert labels.tolist() == [[0, star, circle, 0]] and labels.dtype == torch.long
+    assert w.cell_labels([s], 2, ("color",)).tolist() == [[0, 1 + w.COLORS.index("blue"), 1, 0]]
+    sub = w.cell_labels([s], 2, shapes=("star", "circle"), colors=("blue", "red"))
+    assert sub.tolist() == [[0, 1 + (0 * 2 + 0) * 2 + 1, 1 + (1 * 2 + 1) * 2 + 0, 0]]
+    with pytest.raises(ValueError, match="outside"):
+        w.cell_labels([s], 2, shapes=("star",))
+    # Two centres in one cell: the later object's label wins.
+    shared = w.Scene((w.Obj("star", "blue", "large", 0.1, 0.1), w.Obj("circle", "red", "small", 0.4, 0.3)))
+    assert w.cell_labels([shared], 2, ("color",)).tolist() == [[1 + w.COLORS.index("red"), 0, 0, 0]]
+
+
+def test_decode_cell_label_inverts_cell_labels(scenes):
+    few = scenes[:200]
+    for attributes, kw in [(("shape", "color", "size"), {}), (("color", "size"), {"colors": w.COLORS[::-1]})]:
+        labels = w.cell_labels(few, 4, attributes, **kw)
+        decoded = w.decode_cell_label(labels, attributes, **kw)
+        for a in attributes:
+            assert torch.equal(decoded[a], w.cell_labels(few, 4, (a,), **kw))  # per-attribute labels
+        for s, row in zip(few[:50], labels[:50].tolist()):
+            found = [w.decode_cell_label(v, attributes, **kw) for v in row if v]
+            assert sorted(map(str, found)) == sorted(str({a: getattr(o, a) for a in attributes}) for o in s.objects)
+    assert w.decode_cell_label(0) is None
+    assert w.decode_cell_label(1) == {"shape": w.SHAPES[0], "color": w.COLORS[0], "size": w.SIZES[0]}
+
+
+# --------------------------------------------------------------------------- #
+# Scene perturbations
+# --------------------------------------------------------------------------- #
+def test_swap_positions_reverses_the_relation_and_keeps_the_objects():
+    scenes = w.sample_scenes(100, min_objects=2, max_objects=3, seed=5)
+    for scene in scenes:
+        swapped = w.swap_positions(scene, 0, 1)
+        assert [o.desc for o in swapped.objects] == [o.desc for o in scene.objects]
+        a, b = swapped.objects[0], swapped.objects[1]
+        for o in (a, b):
+            r = w.RADIUS[o.size]
+            assert r <= o.x <= 1 - r and r <= o.y <= 1 - r
+        if a.size == b.size:  # no border correction: the places are exchanged exactly
+            assert (a.x, a.y, b.x, b.y) == (scene.objects[1].x, scene.objects[1].y,
+                                            scene.objects[0].x, scene.objects[0].y)
+            assert swapped.relation(0, 1) == scene.relation(1, 0)
+        if len(scene) == 3:
+            assert swapped.objects[2] == scene.objects[2]
+        exact = w.swap_positions(scene, 1, 0, keep_inside=False).objects
+        assert (exact[0].x, exact[0].y, exact[1].x, exact[1].y) == (scene.objects[1].x, scene.objects[1].y,
+                                                                    scene.objects[0].x, scene.objects[0].y)
+
+
+def test_swap_positions_moves_a_large_object_inside():
+    s = w.Scene((w.Obj("circle", "red", "small", 0.13, 0.5), w.Obj("square", "blue", "large", 0.7, 0.5)))
+    swapped = w.swap_positions(s)
+    assert swapped.objects[1].x == w.RADIUS["large"] and swapped.objects[0].x == 0.7
+
+
+def test_with_attribute_changes_one_attribute_in_place():
+    s = w.Scene((w.Obj("circle", "red", "small", 0.2, 0.5), w.Obj("square", "blue", "large", 0.8, 0.45)))
+    changed = w.with_attribute(s, 1, "color", "green")
+    assert changed.objects == (s.objects[0], w.Obj("square", "green", "large", 0.8, 0.45))
+    assert w.with_attribute(s, 0, "size", "large").objects[0].desc == ("circle", "red", "large")
+    assert s.objects[1].color == "blue"  # scenes are immutable
+
+
+# --------------------------------------------------------------------------- #
+# Bad input: one test per kind of mistake and function family
+# --------------------------------------------------------------------------- #
+_SCENE = w.Scene((w.Obj("circle", "red", "small", 0.2, 0.5), w.Obj("square", "blue", "large", 0.8, 0.45)))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: w.sample_scenes(2.5), TypeError, "n"),
+    (lambda: w.sample_scenes(2, max_objects=0), ValueError, "max_objects"),
+    (lambda: w.sample_scenes(2, colors=["red", "teal"]), ValueError, "colors"),
+    (lambda: w.sample_scenes(2, shapes="circle"), TypeError, "shapes"),
+    (lambda: w.sample_scenes(2, seed=-1), ValueError, "seed"),
+    (lambda: w.render("scene"), TypeError, "scenes"),
+    (lambda: w.render([_SCENE], size=8), ValueError, "size"),
+    (lambda: w.render([_SCENE], noise="0.1"), TypeError, "noise"),
+    (lambda: w.caption("a red circle"), TypeError, "scene"),
+    (lambda: w.caption(w.Scene(())), ValueError, "scene"),
+    (lambda: w.parse_caption(3), TypeError, "text"),
+    (lambda: w.facts_hold({("touches", None)}, _SCENE), ValueError, "facts"),
+    (lambda: w.sample_sequences(2, frames=1), ValueError, "frames"),
+    (lambda: w.sample_sequences(2, speed=0.5), ValueError, "speed"),
+    (lambda: w.synthesize_audio([_SCENE], duration=0.0), ValueError, "duration"),
+    (lambda: w.spectrogram([0.0] * 300), TypeError, "waveform"),
+    (lambda: w.spectrogram(np.zeros(100, dtype=np.float32)), ValueError, "waveform"),
+    (lambda: w.cell_labels(_SCENE, 4), TypeError, "scenes"),
+    (lambda: w.cell_labels([_SCENE], 0), ValueError, "grid"),
+    (lambda: w.cell_labels([_SCENE], 4, ("texture",)), ValueError, "attributes"),
+    (lambda: w.decode_cell_label(2 * 36 + 1), ValueError, "label"),
+    (lambda: w.decode_cell_label(1.0), TypeError, "label"),
+    (lambda: w.swap_positions(_SCENE, 0, 0), ValueError, "differ"),
+    (lambda: w.swap_positions(_SCENE, 0, 2), ValueError, "j"),
+    (lambda: w.swap_positions(_SCENE, True, 1), TypeError, "i"),
+    (lambda: w.swap_positions("scene"), TypeError, "scene"),
+    (lambda: w.with_attribute(_SCENE, 0, "texture", "smooth"), ValueError, "attribute"),
+    (lambda: w.with_attribute(_SCENE, 0, "color", "teal"), ValueError, "value"),
+    (lambda: w.with_attribute(_SCENE, 2, "color", "red"), ValueError, "index"),
+    (lambda: w.swap_relation(None), TypeError, "caption"),
+])
+def test_bad_input_names_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
         call()

@@ -4,7 +4,9 @@ Usage: python tests/tools/bench_notebooks.py [--cpus N] [--output FILE] [NOTEBOO
 
 Each notebook (default: every notebooks/*.ipynb, sorted) is executed in a fresh
 kernel with notebooks/ as working directory; the executed copy is discarded.
-Wall time covers kernel start-up and all cells. Peak RSS is the largest sum of
+Wall time covers kernel start-up and all cells. A notebook that fails is
+marked in the table with the cell that failed; the others are still timed, and
+the script exits non-zero at the end. Peak RSS is the largest sum of
 the resident memory of the kernel process tree (every child process of this
 script: the kernel and whatever it starts), sampled every 0.1 s.
 `--cpus N` restricts this script, and so the kernels it starts, to N CPUs
@@ -25,6 +27,7 @@ from pathlib import Path
 import nbformat
 import psutil
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -63,8 +66,17 @@ class PeakRSS(threading.Thread):
         return self.peak
 
 
-def bench(path: Path) -> tuple[float, float]:
-    """Execute one notebook; return (wall seconds, peak RSS in MiB)."""
+def failed_cell(nb: nbformat.NotebookNode) -> str:
+    """'cell N: ErrorName' for the first code cell of an executed notebook that stored an error."""
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") == "error":
+                return f"cell {i}: {out.get('ename', 'error')}"
+    return "error"
+
+
+def bench(path: Path) -> tuple[float, float, str | None]:
+    """Execute one notebook; return (wall seconds, peak RSS in MiB, None or where it failed)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -75,12 +87,15 @@ def bench(path: Path) -> tuple[float, float]:
     monitor = PeakRSS()
     monitor.start()
     start = time.perf_counter()
+    failure = None
     try:
         client.execute()
+    except CellExecutionError:
+        failure = failed_cell(nb)
     finally:
         wall = time.perf_counter() - start
         peak = monitor.stop()
-    return wall, peak / MiB
+    return wall, peak / MiB, failure
 
 
 def render_rate(n: int = 20_000, size: int = 32, repeats: int = 3) -> float:
@@ -144,9 +159,9 @@ def main(argv: list[str]) -> int:
     rows = []
     for path in paths:
         print(f"{path.name} ...", end=" ", flush=True)
-        wall, peak = bench(path)
-        print(f"{wall:.1f} s, {peak:.0f} MiB", flush=True)
-        rows.append((path.stem, wall, peak))
+        wall, peak, failure = bench(path)
+        print(f"{wall:.1f} s, {peak:.0f} MiB" + (f", FAILED at {failure}" if failure else ""), flush=True)
+        rows.append((path.stem, wall, peak, failure))
 
     total_wall = sum(r[1] for r in rows)
     rate = render_rate()
@@ -158,10 +173,11 @@ def main(argv: list[str]) -> int:
         "in a fresh kernel; wall time includes kernel start-up; peak RSS is the largest",
         "resident memory of the kernel process tree, sampled every 0.1 s.",
         "",
-        "| notebook | wall s | peak RSS MiB |",
-        "|---|---:|---:|",
-        *(f"| {name} | {wall:.1f} | {peak:.0f} |" for name, wall, peak in rows),
-        f"| **total** | **{total_wall:.1f}** | **{max(r[2] for r in rows):.0f}** (max) |",
+        "| notebook | wall s | peak RSS MiB | result |",
+        "|---|---:|---:|---|",
+        *(f"| {name} | {wall:.1f} | {peak:.0f} | {'FAILED at ' + failure if failure else 'ok'} |"
+          for name, wall, peak, failure in rows),
+        f"| **total** | **{total_wall:.1f}** | **{max(r[2] for r in rows):.0f}** (max) | |",
         "",
         f"ShapesWorld rendering (`mmutils.world.render`, 20,000 scenes of 1 or 2 objects at 32x32,",
         f"one process, best of 3): **{rate:,.0f} scenes/s**.",
@@ -174,7 +190,10 @@ def main(argv: list[str]) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines))
     print(f"wrote {args.output.relative_to(ROOT) if args.output.resolve().is_relative_to(ROOT) else args.output}")
-    return 0
+    failed = [name for name, *_, failure in rows if failure]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
