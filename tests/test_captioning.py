@@ -69,8 +69,6 @@ def test_additive_attention_closed_form():
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda att: cap.AdditiveAttention(0, D), ValueError, "query_dim"),
-    (lambda att: cap.AdditiveAttention(4.0, D), TypeError, "query_dim"),
     (lambda att: att(torch.randn(2, 4), _regions(2), torch.ones(2, N - 1)), ValueError,
      r"mask must have shape \(2, 16\)"),
     (lambda att: att(torch.randn(2, 4), _regions(2), torch.zeros(2, N)), ValueError,
@@ -156,13 +154,7 @@ def test_captioner_with_conv_tower():
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda dec: cap.AttentionDecoder(float(VOCAB), D), TypeError, "vocab_size"),
-    (lambda dec: cap.AttentionDecoder(VOCAB, D, cell="rnn"), ValueError, "cell"),
-    (lambda dec: cap.AttentionDecoder(VOCAB, D, pad_id=VOCAB), ValueError, "pad_id"),
-    (lambda dec: cap.Captioner(torch.nn.Identity(), torch.nn.Linear(2, 2)), TypeError, "decoder"),
-    (lambda dec: dec(_regions(2, n=9), _captions(2)), ValueError, "regions must have size 16 in dimension 1"),
     (lambda dec: dec(_regions(2), _captions(2).float()), TypeError, "input_ids must be an integer tensor"),
-    (lambda dec: dec(_regions(2), _captions(3)), ValueError, "input_ids must have size 2 in dimension 0"),
     (lambda dec: dec(_regions(2), _captions(2)[:, :1]), ValueError, "input_ids must hold at least 2 tokens"),
 ])
 def test_decoder_bad_inputs(call, error, match):
@@ -170,21 +162,9 @@ def test_decoder_bad_inputs(call, error, match):
         call(_decoder(n_regions=N))
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: cap.caption_loss(torch.zeros(3, VOCAB), torch.ones(1, 3, dtype=torch.long)), ValueError,
-     "logits must have 3 dimensions"),
-    (lambda: cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.ones(1, 4, dtype=torch.long)), ValueError,
-     "targets must have size 3 in dimension 1"),
-    (lambda: cap.attention_penalty(torch.zeros(1, 3, N), torch.ones(1, 3)), TypeError,
-     "targets must be an integer tensor"),
-    (lambda: cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.zeros(1, 3, dtype=torch.long)), ValueError,
-     "targets must contain at least one non-padding"),
-    (lambda: cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.ones(1, 3, dtype=torch.long), label_smoothing=-0.1),
-     ValueError, "label_smoothing"),
-])
-def test_losses_bad_inputs(call, error, match):
-    with pytest.raises(error, match=match):
-        call()
+def test_caption_loss_bad_input():
+    with pytest.raises(ValueError, match="targets must contain at least one non-padding"):
+        cap.caption_loss(torch.zeros(1, 3, VOCAB), torch.zeros(1, 3, dtype=torch.long))
 
 
 # --------------------------------------------------------------------------- #
@@ -293,12 +273,7 @@ def test_beam_search_length_penalty_prefers_longer():
     assert tokens[0].tolist() == [5, 7, cap.EOS_ID]  # log(0.45) / 3 > log(0.5) / 1
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda dec: cap.greedy_decode(torch.nn.Linear(2, 2), _regions(2)), TypeError, "decoder"),
-    (lambda dec: cap.greedy_decode(dec, torch.randn(2, D)), ValueError, "regions must have 3 dimensions"),
-    (lambda dec: cap.greedy_decode(dec, _regions(2), eos_id=VOCAB), ValueError, "eos_id"),
-    (lambda dec: cap.beam_search(dec, _regions(2), beam_size=0), ValueError, "beam_size"),
-])
-def test_decoding_bad_inputs(call, error, match):
-    with pytest.raises(error, match=match):
-        call(_decoder())
+def test_decoding_bad_input():
+    enc = ConvTower(3, (4, 8, 8), max_pool=True, out_dim=D)
+    with pytest.raises(TypeError, match="decoder"):  # the Captioner instead of its decoder
+        cap.greedy_decode(cap.Captioner(enc, _decoder()), _regions(2))

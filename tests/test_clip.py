@@ -135,9 +135,7 @@ def test_dual_encoder_with_a_transformers_tokenizer():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(image_encoder="cnn"), TypeError, "image_encoder"),  # wrong type
-    (dict(pooling="max"), ValueError, "pooling"),  # wrong value
     (dict(project_text=False), ValueError, "project_text"),  # inconsistent fields (text_dim != embed_dim)
-    (dict(imagedim=4), TypeError, "imagedim"),  # unknown field
 ])
 def test_dual_encoder_bad_config(kwargs, error, match):
     args = dict(image_encoder=nn.Identity(), text_encoder=nn.Identity(), image_dim=4, text_dim=4, embed_dim=8)
@@ -149,8 +147,6 @@ def test_dual_encoder_bad_config(kwargs, error, match):
 @pytest.mark.parametrize("call, error, match", [
     (lambda m: m.encode_image(torch.rand(2, 3, 32, 32)), ValueError, "image_dim"),  # pooled width != image_dim
     (lambda m: m.tokenize(["a red circle"]), ValueError, "no tokenizer"),
-    (lambda m: m.embed_images(torch.rand(3, 32, 32)), ValueError, "images"),
-    (lambda m: m.embed_images(torch.rand(2, 3, 32, 32), batch_size=0), ValueError, "batch_size"),
 ])
 def test_dual_encoder_bad_input(call, error, match):
     model = clip.DualEncoder(ConvTower(3, (4, 8, 8)), nn.Identity(), image_dim=8 * 4, text_dim=4,
@@ -188,18 +184,9 @@ def test_zero_shot_classify_and_prompt_ensembles():
     assert pred.tolist()[2:] == [0, 1]
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda m: clip.zero_shot_classify(m, _images([[1, 0, 0, 0, 0, 0]]), "red"), TypeError, "prompts"),
-    (lambda m: clip.zero_shot_classify(m, _images([[1, 0, 0, 0, 0, 0]]), [["red"], []]), ValueError,
-     r"prompts\[1\]"),
-    (lambda m: clip.similarity(m, _images([[1, 0, 0, 0, 0, 0]]), ["red", 2]), TypeError, "texts"),
-    (lambda m: clip.similarity(nn.Linear(2, 2), torch.rand(1, 3, 4, 4), ["a"]), TypeError, "model"),
-    (lambda m: clip.zero_shot_classify(m, _images([[1, 0, 0, 0, 0, 0]]), ["red"], batch_size=2.0), TypeError,
-     "batch_size"),
-])
-def test_evaluation_bad_input(call, error, match):
-    with pytest.raises(error, match=match):
-        call(_controlled())
+def test_evaluation_bad_input():
+    with pytest.raises(TypeError, match="prompts"):  # one string, not a list of class prompts
+        clip.zero_shot_classify(_controlled(), _images([[1, 0, 0, 0, 0, 0]]), "red")
 
 
 # --------------------------------------------------------------------------- #
@@ -246,12 +233,6 @@ def test_tiny_clip_config_builds_a_clip_model_for_the_course_tokenizer():
         assert out.image_embeds.shape == (n_images, 8) and out.text_embeds.shape == (2, 8)
 
 
-@pytest.mark.parametrize("tokenizer, kwargs, error, match", [
-    ("bert", {}, TypeError, "tokenizer"),
-    (None, dict(layers=0), ValueError, "layers"),
-    (None, dict(image_size=30), ValueError, "divisible"),
-])
-def test_tiny_clip_config_bad_input(tokenizer, kwargs, error, match):
-    tok = text.train_tokenizer(["a red circle"]) if tokenizer is None else tokenizer
-    with pytest.raises(error, match=match):
-        clip.tiny_clip_config(tok, **kwargs)
+def test_tiny_clip_config_bad_input():
+    with pytest.raises(ValueError, match="divisible"):
+        clip.tiny_clip_config(text.train_tokenizer(["a red circle"]), image_size=30)

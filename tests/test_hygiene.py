@@ -190,6 +190,21 @@ def test_no_widget_outputs(path):
     assert not bad, f"{path.name}: widget output in cells {bad}; use plain tqdm, not tqdm.auto/notebook"
 
 
+PLOT_CALL = re.compile(r"\bplt\.(?:show|subplots|figure|imshow|plot|bar)\b|\bmm\.plot\.\w+\(|\bax(?:es)?\b[\w\[\], ]*\.(?:imshow|plot|bar)\(")
+
+
+@pytest.mark.parametrize("path", _params())
+def test_cells_that_plot_store_an_image(path):
+    """A figure closed before display, or suppressed by a trailing ';', leaves the website without it."""
+    nb = _read(path)
+    silent = [
+        i for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and PLOT_CALL.search(c.source)
+        and not any("image/png" in out.get("data", {}) for out in c.get("outputs", []))
+    ]
+    assert not silent, f"{path.name}: cells {silent} draw a figure but store no image"
+
+
 @pytest.mark.parametrize("path", _params())
 def test_no_absolute_paths(path):
     nb = _read(path)

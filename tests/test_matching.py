@@ -101,7 +101,6 @@ def test_perturb_caption_draws_match_a_reference_loop():
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: M.perturb_caption("a red circle"), TypeError, "scene"),  # wrong type
-    (lambda: M.perturb_caption(_pair(), kinds=("texture",)), ValueError, "kinds"),  # unknown value
     (lambda: M.perturb_caption(_pair(), p=(1, 1)), ValueError, "p must"),  # one weight per kind
     (lambda: M.perturb_caption(world.Scene((world.Obj("circle", "red", "small", 0.5, 0.5),)),
                                kinds=("relation",)), ValueError, "kinds"),  # nothing applies to the scene
@@ -192,27 +191,14 @@ def test_cross_encoder_with_a_cnn_tower_trains():
     assert model.cross_attn.in_proj_weight.grad is not None and model.image_encoder.proj.weight.grad is not None
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda m: m(torch.randn(2, 8, 12), torch.randint(5, 30, (2, 5))), ValueError, "image_tokens"),  # wrong grid
-    (lambda m: m(torch.randn(2, 9, 12), torch.randint(5, 30, (3, 5))), ValueError, "text_tokens"),  # batch sizes
-    (lambda m: m.match(torch.randn(2, 9, 12), torch.randn(2, 5, 16), torch.ones(2, 4)), ValueError, "text_mask"),
-    (lambda m: m.match(torch.randn(2, 9, 12).long(), torch.randn(2, 5, 16)), TypeError, "image_tokens"),
-])
-def test_cross_encoder_bad_input(call, error, match):
-    with pytest.raises(error, match=match):
-        call(_cross())
+def test_cross_encoder_bad_input():
+    with pytest.raises(ValueError, match="text_mask"):
+        _cross().match(torch.randn(2, 9, 12), torch.randn(2, 5, 16), torch.ones(2, 4))
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(text_encoder="gru"), TypeError, "text_encoder"),
-    (dict(grid=0), ValueError, "grid"),
-    (dict(dim=10, heads=4), ValueError, "heads"),  # inconsistent sizes
-])
-def test_cross_encoder_bad_config(kwargs, error, match):
-    args = dict(image_encoder=nn.Identity(), text_encoder=RNNTextEncoder(30, 8, 8), image_dim=4, text_dim=16, grid=2)
-    args.update(kwargs)
-    with pytest.raises(error, match=match):
-        M.CrossEncoderITM(args.pop("image_encoder"), args.pop("text_encoder"), **args)
+def test_cross_encoder_bad_config():
+    with pytest.raises(ValueError, match="heads"):  # inconsistent sizes
+        M.CrossEncoderITM(nn.Identity(), RNNTextEncoder(30, 8, 8), image_dim=4, text_dim=16, grid=2, dim=10, heads=4)
 
 
 # --------------------------------------------------------------------------- #
@@ -251,7 +237,6 @@ def test_calibrate_threshold_with_tied_scores(scores, labels, accuracy):
 @pytest.mark.parametrize("scores, labels, match", [
     (torch.rand(3), torch.tensor([0, 1]), "same"),
     (torch.rand(3), torch.tensor([0, 2, 1]), "labels"),
-    (torch.rand(0), torch.zeros(0), "non-zero"),
 ])
 def test_calibrate_threshold_bad_input(scores, labels, match):
     with pytest.raises(ValueError, match=match):
@@ -272,16 +257,10 @@ def test_pair_scores_chunks():
     assert torch.equal(out, table[q, g]) and calls == [10, 10, 3]
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda q, g: M.pair_scores(lambda a, b: a.float(), q.float(), g), TypeError, "query_idx"),
-    (lambda q, g: M.pair_scores(lambda a, b: a.float(), q, g[:5]), ValueError, "gallery_idx"),
-    (lambda q, g: M.pair_scores(lambda a, b: torch.zeros(1), q, g), ValueError, "score_fn"),  # not one per pair
-    (lambda q, g: M.rerank(torch.randn(2, 3), lambda a, b: a.float(), k=4), ValueError, "k must"),
-    (lambda q, g: M.rerank(torch.randn(3), lambda a, b: a.float(), k=1), ValueError, "similarity"),
-])
-def test_pair_scores_and_rerank_bad_input(call, error, match):
-    with pytest.raises(error, match=match):
-        call(torch.randint(0, 5, (23,)), torch.randint(0, 7, (23,)))
+def test_pair_scores_bad_input():
+    q, g = torch.randint(0, 5, (23,)), torch.randint(0, 7, (23,))
+    with pytest.raises(ValueError, match="score_fn"):  # not one score per pair
+        M.pair_scores(lambda a, b: torch.zeros(1), q, g)
 
 
 def test_rerank_reorders_only_the_top_k():

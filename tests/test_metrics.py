@@ -44,8 +44,6 @@ def test_recall_bad_input():
         M.recall_at_k(torch.zeros(3), [1], [1])
     with pytest.raises(ValueError, match="query_keys"):
         M.recall_at_k(torch.zeros(3, 2), [1, 2], [1, 2])
-    with pytest.raises(ValueError, match="ks"):
-        M.recall_at_k(torch.zeros(2, 2), [1, 2], [1, 2], ks=(0,))
 
 
 def test_bleu_matches_sacrebleu():
@@ -66,10 +64,6 @@ def test_bleu_bad_input():
         M.corpus_bleu(["a"], [])
     with pytest.raises(TypeError, match="hypotheses must be a list of strings, got str"):
         M.corpus_bleu("a b", [["a b"], ["a b"], ["a b"]])
-    with pytest.raises(TypeError, match=r"references\[0\] must be a list of strings, got str"):
-        M.corpus_bleu(["a"], ["a"])
-    with pytest.raises(ValueError, match=r"references\[0\] must not be empty"):
-        M.corpus_bleu(["a"], [[]])
 
 
 def test_fact_accuracy():

@@ -78,16 +78,8 @@ def test_conv_tower_group_norm_keeps_images_independent():
 
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: E.ConvTower(widths=()), ValueError, "widths"),
-    (lambda: E.ConvTower(widths=(8, 0)), ValueError, r"widths\[1\]"),
     (lambda: E.ConvTower(widths=16), TypeError, "widths"),
-    (lambda: E.ConvTower(in_channels=0), ValueError, "in_channels"),
     (lambda: E.ConvTower(widths=(8, 8), strides=(2,)), ValueError, "strides"),
-    (lambda: E.ConvTower(widths=(8, 8), strides=(2, 0)), ValueError, r"strides\[1\]"),
-    (lambda: E.ConvTower(widths=(8, 8), strides=(1.5, 2)), TypeError, r"strides\[0\]"),
-    (lambda: E.ConvTower(widths=(8, 8), strides=2), TypeError, "strides"),
-    (lambda: E.ConvTower(norm="layer"), ValueError, "norm"),
-    (lambda: E.ConvTower(pool="sum"), ValueError, "pool"),
-    (lambda: E.ConvTower(out_dim=0), ValueError, "out_dim"),
 ])
 def test_conv_tower_bad_config(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -135,14 +127,10 @@ def test_train_region_tagger_learns_and_locks_the_tower():
 
 
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda t: E.RegionTagger(nn.Identity(), {"a": 2}), TypeError, "tower"),
     (lambda t: E.RegionTagger(E.ConvTower(pool="mean"), {"a": 2}), ValueError, "tower"),
-    (lambda t: E.RegionTagger(E.ConvTower(), {"a": 1}), ValueError, r"heads\['a'\]"),
     (lambda t: E.RegionTagger(E.ConvTower(), {}), ValueError, "heads"),
     (lambda t: E.train_region_tagger(t, torch.rand(2, 3, 16, 16), {"a": torch.zeros(2, 16, dtype=torch.long)}),
      ValueError, "labels"),
-    (lambda t: E.train_region_tagger(t, torch.rand(2, 3, 16, 16), [torch.zeros(2, 16, dtype=torch.long)] * 2),
-     TypeError, "labels must be a Mapping"),
 ])
 def test_region_tagger_bad_input(call, exc, match):
     tagger = E.RegionTagger(E.ConvTower(3, (8, 8)), {"a": 3, "b": 2})
@@ -244,16 +232,9 @@ def test_spectrogram_encoder_keeps_frequency_rows(batch):
 
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: E.RNNTextEncoder(10)(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 4)), ValueError, "mask"),
-    (lambda: E.RNNTextEncoder(10, cell="rnn"), ValueError, "cell"),
     (lambda: E.TransformerTextEncoder(10, max_len=4)(torch.zeros(1, 5, dtype=torch.long)), ValueError, "max_len"),
     (lambda: E.TransformerTextEncoder(10, dim=10, heads=3), ValueError, "heads"),
-    (lambda: E.TransformerTextEncoder(10, embed_std=0.0), ValueError, "embed_std"),
-    (lambda: E.TransformerTextEncoder(0), ValueError, "vocab_size"),
-    (lambda: E.TransformerTextEncoder(10, max_len=0), ValueError, "max_len"),
-    (lambda: E.TransformerTextEncoder(10, layers=-1), ValueError, "layers"),
-    (lambda: E.TransformerTextEncoder(10, layers=1.0), TypeError, "layers"),
     (lambda: E.SpectrogramEncoder(widths=(4, 8), n_freq=65)(torch.randn(2, 64, 32)), ValueError, "n_freq"),
-    (lambda: E.SpectrogramEncoder(widths=(4, 8), n_freq=3), ValueError, "n_freq"),
 ])
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):

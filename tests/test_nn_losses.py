@@ -162,16 +162,8 @@ def test_distillation_loss():
 
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: L.info_nce([[0.0]], torch.zeros(1, 1)), TypeError, "query"),
-    (lambda: L.info_nce(torch.zeros(3), torch.zeros(3)), ValueError, "query"),
     (lambda: L.info_nce(torch.zeros(3, 4), torch.zeros(2, 4)), ValueError, "key"),
-    (lambda: L.info_nce(torch.zeros(3, 4), torch.zeros(3, 4), temperature=0), ValueError, "temperature"),
-    (lambda: L.clip_loss(torch.zeros(3, 4), torch.zeros(3, 5), 1.0), ValueError, "text_emb"),
     (lambda: L.clip_loss(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(2)), ValueError, "logit_scale"),
-    (lambda: L.clip_loss(torch.zeros(3, 4), torch.zeros(3, 4), 1.0, torch.zeros(2, 5)), ValueError,
-     "negative_text_emb"),
-    (lambda: L.moco_loss(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(8, 5)), ValueError, "queue"),
-    (lambda: L.simcse_loss(torch.zeros(3, 4), torch.zeros(3, 4), hard_negatives=torch.zeros(2, 4)), ValueError,
-     "hard_negatives"),
 ])
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):

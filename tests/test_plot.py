@@ -43,8 +43,6 @@ def test_image_grid_uint8_and_tensor():
 
 
 def test_image_grid_bad_input():
-    with pytest.raises(TypeError, match="images"):
-        image_grid([[0]])
     with pytest.raises(ValueError, match="images"):
         image_grid(torch.rand(2, 4, 8, 8))
     with pytest.raises(ValueError, match=r"images.*\[0, 1\]"):
@@ -53,8 +51,6 @@ def test_image_grid_bad_input():
         image_grid(np.zeros((2, 8, 8, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="captions"):
         image_grid(torch.rand(2, 3, 8, 8), captions=["one"])
-    with pytest.raises(ValueError, match="ncols"):
-        image_grid(torch.rand(2, 3, 8, 8), ncols=0)
 
 
 def test_training_curves_history_dict_and_comparison():
@@ -69,12 +65,8 @@ def test_training_curves_history_dict_and_comparison():
 def test_training_curves_bad_input():
     with pytest.raises(TypeError, match="history_or_dict"):
         training_curves([1, 2, 3])
-    with pytest.raises(TypeError, match="history_or_dict"):
-        training_curves({"x": "abc"})
     with pytest.raises(ValueError, match="keys"):
         training_curves(_history(), keys=["nope"])
-    with pytest.raises(TypeError, match="keys must be a list of strings, got str"):
-        training_curves(_history(), keys="loss")
     with pytest.raises(ValueError, match="smooth"):
         training_curves(_history(), smooth=1.0)
     with pytest.raises(ValueError, match="nothing to plot"):
@@ -96,10 +88,6 @@ def test_spectrogram_plot_bad_input():
         spectrogram_plot(torch.rand(2, 129, 60), 8000, 64)
     with pytest.raises(TypeError, match="spec"):
         spectrogram_plot([[1.0]], 8000, 64)
-    with pytest.raises(ValueError, match="sample_rate"):
-        spectrogram_plot(torch.rand(4, 4), 0, 64)
-    with pytest.raises(TypeError, match="ax"):
-        spectrogram_plot(torch.rand(4, 4), 8000, 4, ax="left")
 
 
 def test_heatmap_axes_and_labels():
@@ -114,8 +102,6 @@ def test_heatmap_axes_and_labels():
 
 
 def test_heatmap_bad_input():
-    with pytest.raises(ValueError, match="matrix"):
-        heatmap(torch.rand(3))
     with pytest.raises(TypeError, match="matrix"):
         heatmap("abc")
     with pytest.raises(ValueError, match="row_labels"):
@@ -136,7 +122,5 @@ def test_bar_table_groups_and_series():
 def test_bar_table_bad_input():
     with pytest.raises(TypeError, match="table"):
         bar_table([1, 2])
-    with pytest.raises(TypeError, match=r"table\['m'\]\['a'\]"):
-        bar_table({"m": {"a": "high"}})
     with pytest.raises(ValueError, match="no values"):
         bar_table({"m": {}})

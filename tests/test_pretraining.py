@@ -265,8 +265,8 @@ def test_zero_weights_switch_branches_off():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"itc": -1.0}, ValueError, "itc"), ({"lm": "1"}, TypeError, "lm"), ({"itc": 0, "itm": 0, "lm": 0}, ValueError,
-                                                                         "at least one"),
+    ({"lm": "1"}, TypeError, "lm"),
+    ({"itc": 0, "itm": 0, "lm": 0}, ValueError, "at least one"),
 ])
 def test_loss_weights_bad_values(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -294,9 +294,6 @@ def test_training_lowers_every_loss():
 # Bad inputs
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"max_len": 1.5}, TypeError, "max_len"),  # wrong type
-    ({"vocab_size": 0}, ValueError, "vocab_size"),  # out of range
-    ({"pad_id": VOCAB}, ValueError, "pad_id"),  # an id outside the vocabulary
     ({"heads": 3}, ValueError, "heads"),  # inconsistent sizes
     ({"n_regions": 15}, ValueError, "n_regions"),  # not a square grid
 ])
@@ -308,10 +305,7 @@ def test_config_rejects_bad_sizes(kwargs, error, match):
 @pytest.mark.parametrize("call, error, match", [
     (lambda m, r, i, k: P.MultiObjectiveModel("cnn", _config()), TypeError, "image_encoder"),
     (lambda m, r, i, k: m.encode_image(torch.randn(3, N, IMG_DIM + 1)), ValueError, "image_encoder"),
-    (lambda m, r, i, k: m(r, i.tolist(), k), TypeError, "ids"),
-    (lambda m, r, i, k: m(r, i[:2], k[:2]), ValueError, "ids"),  # one caption per image
     (lambda m, r, i, k: m.decode(m.encode_image(r), torch.full((3, MAX_LEN + 1), 5)), ValueError, "max_len"),
-    (lambda m, r, i, k: m.generate(m.encode_image(r), max_len=MAX_LEN + 1), ValueError, "max_len"),
     (lambda m, r, i, k: m.caption_log_likelihood(m.encode_image(r), i[:, :1], k[:, :1]), ValueError, "length"),
     (lambda m, r, i, k: m.match(m.encode_image(r), m.encode_text(i, k)[0], k[:, :-1]), ValueError, "text_mask"),
 ])
@@ -320,22 +314,13 @@ def test_model_bad_input(call, error, match):
         call(_model(), *_batch(3))
 
 
-@pytest.mark.parametrize("args, error, match", [
-    ((torch.zeros(3, 4),), ValueError, "similarity"),  # not square
-    ((torch.zeros(1, 1),), ValueError, "similarity"),  # nothing to mine from
-    ((torch.zeros(3, 3, dtype=torch.long),), TypeError, "similarity"),
-    ((torch.zeros(3, 3), torch.zeros(4, dtype=torch.long)), ValueError, "key_id"),
-])
-def test_mining_bad_input(args, error, match):
-    with pytest.raises(error, match=match):
-        P.mine_hard_negatives(*args)
+def test_mining_bad_input():
+    with pytest.raises(ValueError, match="similarity"):  # not square
+        P.mine_hard_negatives(torch.zeros(3, 4))
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda m, r, i, k: P.pretraining_loss(nn.Linear(2, 2), r, i, k), TypeError, "model"),
     (lambda m, r, i, k: P.pretraining_loss(m, r, i, k[:, :-1]), ValueError, "mask"),
-    (lambda m, r, i, k: P.pretraining_loss(m, r[:2], i, k), ValueError, "ids"),  # one caption per image
-    (lambda m, r, i, k: P.pretraining_loss(m, r, i, k, negatives="easy"), ValueError, "negatives"),
     (lambda m, r, i, k: P.pretraining_loss(m, r[:1], i[:1], k[:1]), ValueError, "2 pairs"),  # ITM needs a batch
     (lambda m, r, i, k: P.pretraining_loss(m, r, i[:, :1], k[:, :1], P.LossWeights(0, 0, 1)), ValueError,
      "length >= 2"),

@@ -42,12 +42,6 @@ def test_seed_everything_refuses_a_bad_override(monkeypatch):
         seed_everything(0)
 
 
-@pytest.mark.parametrize("bad, err", [(-1, ValueError), (1.5, TypeError)])
-def test_seed_everything_bad_input(bad, err):
-    with pytest.raises(err, match="seed"):
-        seed_everything(bad)
-
-
 def test_device_prefers_cuda_then_mps_then_cpu():
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     expected = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
@@ -56,8 +50,6 @@ def test_device_prefers_cuda_then_mps_then_cpu():
 
 
 def test_device_bad_input():
-    with pytest.raises(ValueError, match="prefer"):
-        device("tpu")
     with pytest.raises(TypeError, match="prefer"):
         device(0)
     if not torch.cuda.is_available():
@@ -82,8 +74,6 @@ def test_budget_elapsed_before_start_is_zero():
 def test_budget_bad_input():
     with pytest.raises(ValueError, match="max_steps or max_seconds"):
         Budget()
-    with pytest.raises(ValueError, match="max_steps"):
-        Budget(max_steps=0)
     with pytest.raises(TypeError, match="max_seconds"):
         Budget(max_seconds="1")
 

@@ -81,28 +81,18 @@ def test_encode_equals_forward_in_eval_mode(encoder):
 
 
 @pytest.mark.parametrize("call, error, name", [
-    (lambda e: e([[1, 2]]), TypeError, "ids"),
     (lambda e: e(torch.zeros(2, 3)), TypeError, "ids"),
-    (lambda e: e(torch.zeros(3, dtype=torch.long)), ValueError, "ids"),
     (lambda e: e(torch.ones(1, 20, dtype=torch.long)), ValueError, "ids has length 20"),
     (lambda e: e(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 4, dtype=torch.long)), ValueError, "mask"),
-    (lambda e: e.encode(torch.ones(1, 3, dtype=torch.long), batch_size=0), ValueError, "batch_size"),
-    (lambda e: S.SentenceEncoder("bert"), TypeError, "backbone"),
 ])
 def test_encoder_bad_input(encoder, call, error, name):
     with pytest.raises(error, match=name):
         call(encoder)
 
 
-@pytest.mark.parametrize("kwargs, error, name", [
-    (dict(vocab_size=10.0), TypeError, "vocab_size"),
-    (dict(vocab_size=1), ValueError, "vocab_size"),
-    (dict(vocab_size=10, dim=10, heads=4), ValueError, "dim"),
-    (dict(vocab_size=10, pad_id=10), ValueError, "pad_id"),
-])
-def test_tiny_bert_bad_input(kwargs, error, name):
-    with pytest.raises(error, match=name):
-        S.tiny_bert(**kwargs)
+def test_tiny_bert_bad_input():
+    with pytest.raises(ValueError, match="dim"):
+        S.tiny_bert(10, dim=10, heads=4)
 
 
 # --------------------------------------------------------------------------- #
@@ -148,9 +138,7 @@ def test_fact_similarity_closed_form():
     ("a red circle", {("exists", RED_CIRCLE)}, "facts", TypeError),
     ({("exists", RED_CIRCLE)}, {("exists", (None, None, None))}, "facts_b", ValueError),
     ({("exists", RED_CIRCLE)}, {("rel", RED_CIRCLE, "near", BLUE_SQUARE)}, "facts", ValueError),
-    ({("moves", RED_CIRCLE, "left")}, {("exists", RED_CIRCLE)}, "facts", ValueError),
     ({("exists", ("circle", "red"))}, {("exists", RED_CIRCLE)}, "descriptor", ValueError),
-    ({("exists", "red circle")}, {("exists", RED_CIRCLE)}, "descriptor", TypeError),
 ])
 def test_fact_similarity_bad_input(facts_a, facts_b, name, error):
     with pytest.raises(error, match=name):
@@ -196,22 +184,6 @@ def test_sts_pairs_subset_of_kinds():
     assert sorted(p.kinds) == ["paraphrase"] * 3 + ["swap"] * 3
 
 
-@pytest.mark.parametrize("kwargs, name, error", [
-    (dict(n=0), "n", ValueError),
-    (dict(n=2.5), "n", TypeError),
-    (dict(n=5, kinds=("paraphrase", "typo")), "kinds", ValueError),
-    (dict(n=5, kinds="paraphrase"), "kinds", TypeError),
-])
-def test_sts_pairs_bad_input(kwargs, name, error):
-    with pytest.raises(error, match=name):
-        S.sts_pairs(**kwargs)
-
-
-def test_select_bad_kind(pairs):
-    with pytest.raises(ValueError, match="kind"):
-        pairs.select("typo")
-
-
 def test_supervised_triplets():
     anchors, positives, negatives = S.supervised_triplets(30, seed=1)
     assert len(anchors) == len(positives) == len(negatives) == 30
@@ -243,14 +215,9 @@ def test_bag_of_words_similarity(n):
     assert torch.allclose(S.bag_of_words_similarity(a, c), torch.zeros(n))
 
 
-@pytest.mark.parametrize("call, name, error", [
-    (lambda: S.bag_of_words("a red circle"), "texts", TypeError),
-    (lambda: S.bag_of_words([]), "texts", ValueError),
-    (lambda: S.bag_of_words_similarity(["a"], ["a", "b"]), "texts_a and texts_b", ValueError),
-])
-def test_bag_of_words_bad_input(call, name, error):
-    with pytest.raises(error, match=name):
-        call()
+def test_bag_of_words_bad_input():
+    with pytest.raises(ValueError, match="texts_a and texts_b"):
+        S.bag_of_words_similarity(["a"], ["a", "b"])
 
 
 # --------------------------------------------------------------------------- #
@@ -291,9 +258,7 @@ def test_pair_cosines_with_the_sentence_encoder(encoder, n):
 
 @pytest.mark.parametrize("call, name, error", [
     (lambda: S.pair_cosines("minilm", ["a"], ["b"]), "embed", TypeError),
-    (lambda: S.pair_cosines(lambda t: torch.ones(len(t), 2), ["a"], ["a", "b"]), "texts_a and texts_b", ValueError),
     (lambda: S.pair_cosines(lambda t: torch.ones(1, 2), ["a"], ["b"]), r"embed\(texts\) must have size 2", ValueError),
-    (lambda: S.pair_cosines(lambda t: [[1.0, 0.0]] * len(t), ["a"], ["b"]), r"embed\(texts\)", TypeError),
 ])
 def test_pair_cosines_bad_input(call, name, error):
     with pytest.raises(error, match=name):
@@ -318,9 +283,7 @@ def test_kind_auc_closed_form():
 
 
 @pytest.mark.parametrize("call, name, error", [
-    (lambda p: S.kind_auc(np.zeros(5), p, "paraphrase"), "kind", ValueError),
     (lambda p: S.kind_auc(np.zeros(4), p, "relation"), "scores", ValueError),
-    (lambda p: S.kind_auc([0.0] * 5, p, "relation"), "scores", TypeError),
     (lambda p: S.kind_auc(np.zeros(5), p, "swap"), "swap", ValueError),
 ])
 def test_kind_auc_bad_input(call, name, error):

