@@ -22,12 +22,12 @@ def _plain_tower(c, widths, strides, max_pool, norm, groups, out_dim):
 
 
 @pytest.mark.parametrize("kwargs, plain", [
-    # the old encoders.SpatialCNN(1, (8, 16, 32), out_dim=32)
+    # stride-1 convolutions with max-pooling and a 1x1 projection (chapters 1-5)
     (dict(in_channels=1, widths=(8, 16, 32), max_pool=True, out_dim=32),
      (1, (8, 16, 32), (1, 1, 1), True, "batch", 8, 32)),
-    # the old clip.StridedCNN(3, (16, 32, 64))
+    # stride-2 convolutions, no projection (chapter 9)
     (dict(widths=(16, 32, 64)), (3, (16, 32, 64), (2, 2, 2), False, "batch", 8, None)),
-    # the old moco.ConvEncoder(3, (16, 32), strides=(1, 2), norm="group", groups=4, pool="max")
+    # mixed strides, GroupNorm, max-pooled to a vector (chapter 10)
     (dict(widths=(16, 32), strides=(1, 2), norm="group", groups=4, pool="max"),
      (3, (16, 32), (1, 2), False, "group", 4, None)),
 ])
