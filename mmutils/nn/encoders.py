@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_choice, check_float, check_instance, check_int, check_mask, check_tensor
+from ..checks import check_choice, check_float, check_instance, check_int, check_mask
 from ..text import PAD_ID
 from ..train import fit, random_batches
 from .layers import masked_mean
