@@ -6,6 +6,8 @@
 #   make bench    time and peak memory per notebook into bench/notebooks.md
 #                 (e.g. make bench BENCH_ARGS="--cpus 2" to use 2 CPUs only)
 #   make seeds    every notebook under seeds 1 and 2 (MMUTILS_SEED), pass/fail into bench/seeds.md
+#   make student  student copies of the notebooks (no solutions, "your turn" stubs) into student/
+#   make site-check  build the book, open every page in headless Chromium, fail on a console error
 #   make clean    remove build outputs and caches (make distclean: the venv too)
 # Every target creates .venv and installs the tested versions first if needed.
 
@@ -20,7 +22,7 @@ SEEDS_ARGS ?=
 # Same hash order in every run (sets, dict iteration of hashed keys).
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test lab execute bench seeds clean distclean
+.PHONY: setup book test lab execute bench seeds student site-check clean distclean
 
 setup: $(STAMP)
 
@@ -55,8 +57,15 @@ bench: $(STAMP)
 seeds: $(STAMP)
 	$(BIN)/python tests/tools/seeds_notebooks.py $(SEEDS_ARGS)
 
+student: $(STAMP)
+	$(BIN)/python tests/tools/make_student.py
+
+# Needs Chromium or Chrome (Debian/Ubuntu: apt-get install chromium).
+site-check: book
+	$(BIN)/python tests/tools/site_check.py
+
 clean:
-	rm -rf _build .pytest_cache .jupyter_cache
+	rm -rf _build student .pytest_cache .jupyter_cache
 	find . -path ./$(VENV) -prune -o \
 		\( -name __pycache__ -o -name .ipynb_checkpoints -o -name .pytest_cache \) \
 		-type d -prune -exec rm -rf {} +
