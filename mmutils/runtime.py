@@ -25,6 +25,7 @@ __all__ = ["seed_everything", "device", "evaluating", "Budget", "Timer", "peak_m
 
 _DEVICE_KINDS = ("cpu", "cuda", "mps")
 SEED_VARIABLE = "MMUTILS_SEED"
+DEVICE_VARIABLE = "MMUTILS_DEVICE"
 
 
 def seed_everything(seed: int) -> int:
@@ -63,12 +64,18 @@ def _mps_available() -> bool:
 def device(prefer: str | None = None) -> torch.device:
     """The device to compute on.
 
-    With ``prefer=None``: CUDA if available, else Apple MPS if available, else
-    the CPU. ``prefer`` (``"cpu"``, ``"cuda"`` or ``"mps"``) forces a kind; asking
-    for an accelerator that is not there raises ``ValueError``.
+    With ``prefer=None``: the kind named by the environment variable
+    ``MMUTILS_DEVICE`` if it is set (e.g. ``MMUTILS_DEVICE=cpu`` runs a whole
+    notebook on the CPU, where its asserts were checked), else CUDA if available,
+    else Apple MPS if available, else the CPU. ``prefer`` (``"cpu"``, ``"cuda"`` or
+    ``"mps"``) forces a kind; asking for an accelerator that is not there raises
+    ``ValueError``.
 
     Returns a :class:`torch.device`.
     """
+    if prefer is None and os.environ.get(DEVICE_VARIABLE):
+        prefer = os.environ[DEVICE_VARIABLE]
+        check_choice(DEVICE_VARIABLE, prefer.split(":")[0], _DEVICE_KINDS)
     if prefer is None:
         if torch.cuda.is_available():
             return torch.device("cuda")

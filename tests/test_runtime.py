@@ -42,7 +42,8 @@ def test_seed_everything_refuses_a_bad_override(monkeypatch):
         seed_everything(0)
 
 
-def test_device_prefers_cuda_then_mps_then_cpu():
+def test_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.delenv("MMUTILS_DEVICE", raising=False)
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     expected = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     assert device().type == expected
@@ -55,6 +56,14 @@ def test_device_bad_input():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="prefer"):
             device("cuda")
+
+
+def test_device_takes_the_kind_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MMUTILS_DEVICE", "cpu")
+    assert device().type == "cpu"
+    monkeypatch.setenv("MMUTILS_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="MMUTILS_DEVICE"):
+        device()
 
 
 def test_budget_steps_and_seconds():
