@@ -5,7 +5,8 @@ earlier batches and a momentum key encoder; MoCo v2 (Chen et al., 2020) adds an 
 (:mod:`mmutils.augment`). The backbone is any module with an ``out_dim``, e.g. ``mmutils.nn.ConvTower(pool="mean")``.
 
 * :func:`momentum_update`, :class:`KeyQueue`, :class:`MoCo` – the parts and the model.
-* :class:`InBatchContrast` – the SimCLR-style baseline (Chen et al., 2020): negatives from the batch only.
+* :class:`InBatchContrast` – the baseline with negatives from the batch only, in the symmetric form of CLIP and MoCo v3
+  (B - 1 negatives per view; SimCLR's NT-Xent would use 2B - 2).
 * :func:`extract_features`, :func:`linear_probe`, :func:`few_label_probe` – evaluation on frozen features.
 """
 from __future__ import annotations
@@ -119,16 +120,21 @@ class MoCo(nn.Module):
     or linear with ``hidden=None`` as in MoCo v1) and deep-copies backbone + head into the key encoder, whose parameters
     get no gradient (``requires_grad=False``).
 
-    ``forward(x_q, x_k)``: two augmented views (B, C, H, W) of the same images. In training mode it (1) updates the key
-    encoder by momentum, (2) encodes queries ``q`` (B, dim) and, without gradient, keys ``k`` (B, dim), (3) computes
-    :func:`mmutils.nn.losses.moco_loss` (positive logit ``q . k``, negatives ``q . queue``, over ``temperature``), and
-    (4) only then enqueues ``k``, so a batch is never its own negative. Returns the scalar loss. In eval mode nothing is
-    updated (no momentum step, no enqueue).
+    ``forward(x_q, x_k, ids=None)``: two augmented views (B, C, H, W) of the same images. In training mode it (1) updates
+    the key encoder by momentum, (2) encodes queries ``q`` (B, dim) and, without gradient, keys ``k`` (B, dim),
+    (3) computes :func:`mmutils.nn.losses.moco_loss` (positive logit ``q . k``, negatives ``q . queue``, over
+    ``temperature``), and (4) only then enqueues ``k``, so a batch is never its own negative. Returns the scalar loss.
+    In eval mode nothing is updated (no momentum step, no enqueue). ``ids`` (B,) int, optional, are stored with the keys
+    in ``queue.ids`` (e.g. the index of each source image, to count how often a query meets an older key of its own
+    image among the negatives: :meth:`own_image_rate`).
 
-    ``shuffle_bn`` (an int ``S`` >= 2, or None) emulates Shuffle-BN on one process: both encoders run on ``S``
-    sub-batches separately, so BatchNorm statistics are per sub-batch, and the key sub-batches are built from a random
-    permutation, so a query and its positive key never share their statistics (He et al., 2020, Sec. 3.3); this is what
-    the authors' one-GPU CIFAR-10 demo does with its split BatchNorm. ``symmetric=True`` (as in that demo and in
+    ``shuffle_bn`` (an int ``S`` >= 2, or None) emulates Shuffle-BN on one process (He et al., 2020, Sec. 3.3): both
+    encoders run on ``S`` sub-batches separately, so BatchNorm statistics are per sub-batch, and the key encoder sees
+    the batch in a random order (unshuffled afterwards), as in the authors' one-GPU CIFAR-10 demo with its split
+    BatchNorm. A key is then normalized with the statistics of a random sub-batch of images, which shares only about a
+    fraction ``1/S`` of its images with the query's sub-batch (half at ``S = 2``) instead of all of them; a key still
+    lands in its query's own sub-batch with probability ``1/S``. (Moving whole sub-batches, e.g. the keys of sub-batch
+    ``g`` computed in sub-batch ``g + 1``, would not help: the statistics would come from the same images.) ``symmetric=True`` (as in that demo and in
     MoCo v3) also uses ``x_k`` as queries for the keys of ``x_q``, averages the two losses and enqueues both sets of
     keys: twice the query-side compute, twice the training signal per step. ``backbone`` is the query backbone: the
     part kept for downstream tasks.
@@ -176,13 +182,25 @@ class MoCo(nn.Module):
         _ema(self.head.parameters(), self.key_head.parameters(), self.momentum)
 
     @torch.no_grad()
-    def dequeue_and_enqueue(self, keys: torch.Tensor) -> None:
-        """Push ``keys`` (B, dim) into the queue, dropping the oldest (wrap-around, see :class:`KeyQueue`)."""
-        self.queue._push(keys)
+    def dequeue_and_enqueue(self, keys: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+        """Push ``keys`` (B, dim) (and ``ids`` (B,)) into the queue, dropping the oldest (see :class:`KeyQueue`)."""
+        self.queue._push(keys, ids)
 
-    def forward(self, x_q: torch.Tensor, x_k: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def own_image_rate(self, ids: torch.Tensor) -> float:
+        """The fraction of ``ids`` (B,) that occur among the queued keys' ids: queries that meet a key of their own image.
+
+        Call it before ``forward`` on the same batch: the queue then holds only earlier batches. Such a key is a view
+        of the query's own image, a positive, but the loss counts it as a negative.
+        """
+        check_tensor("ids", ids, 1, dtype="int")
+        return float((ids.to(self.queue.ids.device)[:, None] == self.queue.ids[None, :]).any(1).float().mean())
+
+    def forward(self, x_q: torch.Tensor, x_k: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x_q", x_q, 4, dtype="float")
         check_tensor("x_k", x_k, 4, size=dict(enumerate(x_q.shape)), dtype="float")  # the shape of x_q
+        if ids is not None:
+            check_tensor("ids", ids, 1, size={0: x_q.shape[0]}, dtype="int")
         if self.training:
             self.momentum_update()
         queue = self.queue.keys.clone()  # (K, dim): the negatives, as they were before this batch
@@ -193,17 +211,20 @@ class MoCo(nn.Module):
             k_q = self.encode_key(x_q)  # (B, dim)
             loss = 0.5 * (loss + moco_loss(self.encode_query(x_k), k_q, queue, self.temperature))
             k = torch.cat([k_q, k])  # (2B, dim)
+            ids = None if ids is None else torch.cat([ids, ids])
         if self.training:  # after the logits: the current keys are not their own negatives
-            self.dequeue_and_enqueue(k)
+            self.dequeue_and_enqueue(k, ids)
         return loss
 
 
 class InBatchContrast(nn.Module):
-    """The SimCLR-style baseline (Chen et al., 2020): one encoder, negatives from the batch only.
+    """The in-batch baseline: one encoder, negatives from the batch only, no queue, no momentum encoder.
 
-    Same backbone and projection head as :class:`MoCo`, no key encoder, no queue. ``forward(x_1, x_2)`` encodes both
-    views (B, C, H, W) with the same (trained) encoder and returns the symmetric InfoNCE
-    ``(info_nce(z1, z2) + info_nce(z2, z1)) / 2``: each view has B - 1 negatives, the other views in the batch.
+    Same backbone and projection head as :class:`MoCo`. ``forward(x_1, x_2)`` encodes both views (B, C, H, W) with the
+    same (trained) encoder and returns the symmetric InfoNCE ``(info_nce(z1, z2) + info_nce(z2, z1)) / 2``, the form of
+    CLIP (Radford et al., 2021) and MoCo v3 (Chen et al., 2021): each view is scored against the B views of the other
+    side, its positive and B - 1 negatives. SimCLR's NT-Xent (Chen et al., 2020) also counts the other views of its
+    own side, 2B - 2 negatives.
     """
 
     def __init__(self, encoder_fn: Callable[[], nn.Module], dim: int = 64, temperature: float = 0.2, *,

@@ -203,9 +203,44 @@ def test_shuffle_bn_unshuffles_keys():
     assert torch.allclose(model.encode_key(x), plain.encode_key(x), atol=1e-5)
 
 
+def test_shuffle_bn_keys_match_a_plain_permuted_split():
+    # Reference: permute the batch with the same random draw, run the key encoder on S chunks, undo the permutation.
+    model = _moco(shuffle_bn=2, hidden=None).train()
+    x = torch.rand(8, 3, 16, 16)
+    torch.manual_seed(1)
+    keys = model.encode_key(x)
+    torch.manual_seed(1)
+    perm = torch.randperm(8)
+    with torch.no_grad():
+        chunks = [F.normalize(model.key_head(model.key_backbone(c)), dim=1) for c in x[perm].chunk(2)]
+    expected = torch.empty_like(keys)
+    expected[perm] = torch.cat(chunks)
+    assert torch.allclose(keys, expected, atol=1e-6)
+    whole = F.normalize(model.key_head(model.key_backbone(x)), dim=1)
+    assert not torch.allclose(keys, whole, atol=1e-3)  # the BatchNorm statistics are per sub-batch
+
+
+def test_moco_stores_image_ids_and_counts_own_image_keys():
+    model = _moco(queue_size=16, symmetric=True)
+    x = torch.rand(4, 3, 16, 16)
+    assert model.own_image_rate(torch.tensor([0, 1, 2, 3])) == 0.0  # the initial random keys have id -1
+    model(x, x, ids=torch.tensor([10, 11, 12, 13]))
+    assert model.queue.ids[:8].tolist() == [10, 11, 12, 13] * 2 and int(model.queue.ptr) == 8
+    ids = torch.tensor([10, 5, 13, 7])
+    expected = sum(any(int(i) == int(j) for j in model.queue.ids) for i in ids) / 4  # plain loop: 2 of 4
+    assert model.own_image_rate(ids) == expected == 0.5
+    model.eval()(x, x, ids=torch.tensor([0, 1, 2, 3]))  # eval mode: nothing enqueued
+    assert model.own_image_rate(torch.tensor([0, 1, 2, 3])) == 0.0
+
+
 def test_moco_bad_input():
     with pytest.raises(TypeError, match="encoder_fn"):  # a module, not a function making one
         M.MoCo(ConvTower(pool="mean"))
+    model, x = _moco(), torch.rand(4, 3, 16, 16)
+    with pytest.raises(TypeError, match="ids"):  # float ids
+        model(x, x, ids=torch.zeros(4))
+    with pytest.raises(ValueError, match="ids"):  # one id per image
+        model(x, x, ids=torch.arange(3))
 
 
 # --------------------------------------------------------------------------- #
