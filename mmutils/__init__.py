@@ -32,7 +32,7 @@ and a chapter module never imports another chapter module:
 
    ===================  ======================================================
    ``mm.probes``        unimodal probes (chapter 1)
-   ``mm.keras_port``    the classic Keras text + image + audio network in PyTorch (chapter 1)
+   ``mm.keras_port``    a much-copied Keras text, image and audio classifier, ported, bugs fixed (chapter 1)
    ``mm.captioning``    attention captioner, greedy and beam search (chapter 3)
    ``mm.matching``      hard negatives, cross-encoder matching, re-ranking (chapter 4)
    ``mm.vqa``           visual question answering models and baselines (chapter 5)
