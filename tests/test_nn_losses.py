@@ -49,6 +49,23 @@ def _clip_loop(image, text, logit_scale, negatives=None):
     return 0.5 * (i2t + t2i)
 
 
+def _multi_positive_clip_loop(image, text, logit_scale, keys, negatives=None):
+    """Each row: minus the mean, over its positives (same key), of the log-softmax; then both directions averaged."""
+    img, txt = _unit(image), _unit(text)
+    candidates = txt if negatives is None else np.concatenate([txt, _unit(negatives)])
+    scale = math.exp(min(max(logit_scale, 0.0), math.log(100)))
+    b = len(img)
+
+    def row_loss(logits, positives):
+        log_z = math.log(sum(math.exp(v) for v in logits))
+        return sum(log_z - logits[j] for j in positives) / len(positives)
+
+    positives = [[j for j in range(b) if keys[j] == keys[i]] for i in range(b)]
+    i2t = sum(row_loss([scale * float(img[i] @ c) for c in candidates], positives[i]) for i in range(b)) / b
+    t2i = sum(row_loss([scale * float(txt[i] @ img[j]) for j in range(b)], positives[i]) for i in range(b)) / b
+    return 0.5 * (i2t + t2i)
+
+
 @pytest.mark.parametrize("batch, dim, temperature", [(1, 3, 0.1), (4, 8, 0.5), (16, 32, 0.07)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_info_nce_matches_loop(batch, dim, temperature, seed):
@@ -75,6 +92,36 @@ def test_clip_loss_matches_loop(batch, n_neg, logit_scale):
     expected = _clip_loop(a, b, logit_scale, neg if n_neg else None)
     got = L.clip_loss(a, b, torch.tensor(logit_scale), neg if n_neg else None)
     assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("keys", [[0, 1, 0, 2, 1], [3, 3, 3, 3, 3], [0, 1, 2, 3, 4], [7]])
+@pytest.mark.parametrize("n_neg", [0, 3])
+@pytest.mark.parametrize("logit_scale", [0.5, L.CLIP_INIT_LOGIT_SCALE])
+def test_clip_loss_multi_positive_matches_loop(keys, n_neg, logit_scale):
+    g = torch.Generator().manual_seed(len(keys) + n_neg)
+    a, b, neg = (torch.randn(n, 6, generator=g) for n in (len(keys), len(keys), n_neg))
+    key_id = torch.tensor(keys)
+    expected = _multi_positive_clip_loop(a, b, logit_scale, keys, neg if n_neg else None)
+    got = L.clip_loss(a, b, torch.tensor(logit_scale), neg if n_neg else None, key_id=key_id)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_clip_loss_multi_positive_closed_forms():
+    a, b = torch.randn(6, 4), torch.randn(6, 4)
+    # all keys distinct: the one-positive loss
+    torch.testing.assert_close(L.clip_loss(a, b, 2.0, key_id=torch.arange(6)), L.clip_loss(a, b, 2.0))
+    # two pairs with the same key (twins) and a third pair, each caption equal to its image; the twins at an angle
+    # 2a apart. The one-positive loss falls as the twins move apart; the multi-positive loss is lowest when they
+    # coincide (each twin row then splits its mass evenly over its two positives).
+    def twins(a):
+        z = torch.tensor([[math.cos(a), math.sin(a)], [math.cos(a), -math.sin(a)], [-1.0, 0.0]])
+        return z, z
+
+    keys = torch.tensor([5, 5, 1])
+    plain = [L.clip_loss(*twins(a), L.CLIP_INIT_LOGIT_SCALE).item() for a in (0.0, 0.3)]
+    multi = [L.clip_loss(*twins(a), L.CLIP_INIT_LOGIT_SCALE, key_id=keys).item() for a in (0.0, 0.3)]
+    assert plain[1] < plain[0] - 0.1 and multi[1] > multi[0]
+    assert multi[0] == pytest.approx(plain[0], abs=1e-6)  # together, the two targets cost the same
 
 
 def test_clip_loss_closed_form_and_symmetry():
@@ -164,6 +211,10 @@ def test_distillation_loss():
     (lambda: L.info_nce([[0.0]], torch.zeros(1, 1)), TypeError, "query"),
     (lambda: L.info_nce(torch.zeros(3, 4), torch.zeros(2, 4)), ValueError, "key"),
     (lambda: L.clip_loss(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(2)), ValueError, "logit_scale"),
+    (lambda: L.clip_loss(torch.zeros(3, 4), torch.zeros(3, 4), 1.0, key_id=torch.zeros(2, dtype=torch.long)),
+     ValueError, "key_id"),
+    (lambda: L.clip_loss(torch.zeros(3, 4), torch.zeros(3, 4), 1.0, key_id=torch.zeros(3)), TypeError, "key_id"),
+    (lambda: L.clip_loss(torch.zeros(3, 4), torch.zeros(3, 4), 1.0, key_id=[0, 1, 2]), TypeError, "key_id"),
 ])
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):

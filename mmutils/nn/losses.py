@@ -1,7 +1,8 @@
 """Contrastive and distillation losses, each one function of embeddings or logits.
 
 :func:`info_nce`, :func:`clip_loss` (with :func:`logit_scale_to_scale`, the one place CLIP's scale is
-clamped), :func:`moco_loss`, :func:`simcse_loss`, :func:`distillation_loss`. Every loss computes its cross-entropy
+clamped; ``key_id=`` gives multi-positive targets), :func:`moco_loss`, :func:`simcse_loss`,
+:func:`distillation_loss`. Every loss computes its cross-entropy
 (or KL divergence) in float32 and returns a scalar tensor; the contrastive losses L2-normalize their
 embeddings inside, while :func:`distillation_loss` takes logits as they are.
 """
@@ -69,7 +70,7 @@ def _in_batch_nce(query: torch.Tensor, keys: torch.Tensor, temperature) -> torch
 
 
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-              negative_text_emb: torch.Tensor | None = None, *,
+              negative_text_emb: torch.Tensor | None = None, *, key_id: torch.Tensor | None = None,
               max_logit_scale: float = CLIP_MAX_LOGIT_SCALE) -> torch.Tensor:
     """Symmetric CLIP loss (Radford et al., 2021): mean of image-to-text and text-to-image cross-entropy.
 
@@ -77,18 +78,35 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
     the inverse temperature, clamped to ``[0, max_logit_scale]`` (see :func:`logit_scale_to_scale`; a model
     with its own bound passes it). With ``negative_text_emb`` (K, D), captions that match no image (e.g.
     relation-swapped), image-to-text runs over B + K captions (logits (B, B + K)) and text-to-image over
-    the B images, as in NegCLIP (Yuksekgonul et al., 2023). Returns a scalar.
+    the B images, as in NegCLIP (Yuksekgonul et al., 2023).
+
+    ``key_id`` (B,) ints give *multi-positive* targets: pairs i, j with ``key_id[i] == key_id[j]`` (e.g. captions
+    with the same facts) are positives of each other, so a duplicate in the batch is not pushed away. Each row's
+    target is then uniform over its positives, ``t_ij = [k_i = k_j] / #{j' : k_j' = k_i}``, and each direction is the
+    soft-target cross-entropy ``-sum_j t_ij log softmax(logits_i)_j`` (as in UniCL, Yang et al., 2022); with all keys
+    distinct it is the one-positive loss. Returns a scalar.
     """
     _check_pair("image_emb", image_emb, "text_emb", text_emb)
+    b = image_emb.shape[0]
     if negative_text_emb is not None:
         check_tensor("negative_text_emb", negative_text_emb, 2, size={1: image_emb.shape[1]})
         text_emb = torch.cat([text_emb, negative_text_emb])  # (B + K, D)
     scale = logit_scale_to_scale(logit_scale, max_logit_scale)
     img, txt = F.normalize(image_emb, dim=1), F.normalize(text_emb, dim=1)
-    logits = scale * img @ txt.t()  # (B, B + K)
-    b = img.shape[0]
-    targets = torch.arange(b, device=img.device)
-    return 0.5 * (F.cross_entropy(logits.float(), targets) + F.cross_entropy(logits[:, :b].t().float(), targets))
+    logits = (scale * img @ txt.t()).float()  # (B, B + K)
+    if key_id is None:
+        targets = torch.arange(b, device=img.device)  # the diagonal
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits[:, :b].t(), targets))
+    targets = _positive_targets(check_tensor("key_id", key_id, 1, size={0: b}, dtype="int").to(img.device))  # (B, B)
+    image_to_text = F.cross_entropy(logits, F.pad(targets, (0, logits.shape[1] - b)))  # no mass on the K negatives
+    return 0.5 * (image_to_text + F.cross_entropy(logits[:, :b].t(), targets))  # targets is symmetric
+
+
+def _positive_targets(key_id: torch.Tensor) -> torch.Tensor:
+    """Multi-positive targets: keys (B,) -> (B, B), row i uniform over the j with ``key_id[j] == key_id[i]`` (i
+    included). Symmetric: a key shared by n items gives each of them the same n positives of weight 1/n."""
+    same = (key_id[:, None] == key_id[None, :]).float()  # (B, B), 1 on the diagonal
+    return same / same.sum(dim=1, keepdim=True)
 
 
 def moco_loss(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
