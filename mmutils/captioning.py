@@ -7,7 +7,7 @@ the additive attention of Bahdanau et al. (2015).
 * :class:`AttentionDecoder` – the recurrent decoder (teacher-forced ``forward``, one-word ``step``).
 * :class:`Captioner` – an image encoder plus the decoder.
 * :func:`caption_loss` / :func:`attention_penalty` – masked cross-entropy; Xu et al.'s "doubly stochastic" penalty.
-* :func:`greedy_decode` / :func:`beam_search` – batched decoding (length normalization as in Wu et al., 2016).
+* :func:`greedy_decode` / :func:`beam_search` – batched decoding (the length penalty of Wu et al., 2016).
 
 Token conventions are those of :func:`mmutils.text.train_tokenizer` (ids :data:`mmutils.text.PAD_ID`,
 :data:`~mmutils.text.BOS_ID`, :data:`~mmutils.text.EOS_ID`, also importable from here), padding on the right.
@@ -293,9 +293,10 @@ def beam_search(decoder: AttentionDecoder, regions: torch.Tensor, beam_size: int
 
     At every step each live beam is extended by every word; of the ``beam_size * vocab_size`` candidates of an image the
     ``beam_size`` with the highest total log-probability survive. A beam that has produced ``eos_id`` is finished: it
-    keeps its score and is extended only by padding. At the end the beam with the best
-    ``score / length ** length_penalty`` wins (length counts the words and ``[EOS]``; ``length_penalty=0`` ranks by
-    log-probability alone, and then ``beam_size=1`` is exactly :func:`greedy_decode`).
+    keeps its score and is extended only by padding. At the end the beam with the best ``score / lp`` wins, with the
+    length penalty of Wu et al. (2016), ``lp = ((5 + length) / 6) ** length_penalty`` (length counts the words and
+    ``[EOS]``; ``length_penalty`` is their alpha, 0 ranks by log-probability alone, and then ``beam_size=1`` is exactly
+    :func:`greedy_decode`). Like Wu et al., it ranks only the final beams; the beam itself is pruned by score.
 
     ``regions`` (B, N, region_dim). Returns (tokens (B, T), weights (B, T, N), scores (B,) the winners'
     log-probabilities), formatted as in :func:`greedy_decode`.
@@ -337,6 +338,6 @@ def beam_search(decoder: AttentionDecoder, regions: torch.Tensor, beam_size: int
         hist_weights = torch.cat([hist_weights[rows], weights[:, None]], dim=1)
         if done.all():
             break
-    final = scores / lengths.view(b, k).clamp(min=1) ** length_penalty if length_penalty else scores
+    final = scores / ((5 + lengths.view(b, k)) / 6) ** length_penalty if length_penalty else scores  # Wu et al.
     best = (base.squeeze(1) + final.argmax(dim=1))  # (B,)
     return hist_tokens[best], hist_weights[best], scores.flatten()[best]

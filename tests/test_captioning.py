@@ -270,7 +270,13 @@ def test_beam_search_length_penalty_prefers_longer():
     tokens, _, _ = cap.beam_search(dec, _regions(1), beam_size=2, max_len=5)
     assert tokens[0].tolist()[:1] == [cap.EOS_ID]
     tokens, _, _ = cap.beam_search(dec, _regions(1), beam_size=2, max_len=5, length_penalty=1.0)
-    assert tokens[0].tolist() == [5, 7, cap.EOS_ID]  # log(0.45) / 3 > log(0.5) / 1
+    assert tokens[0].tolist() == [5, 7, cap.EOS_ID]  # log(0.45) / (8/6) > log(0.5) / (6/6)
+    # Wu et al.'s lp = ((5 + |y|) / 6)^alpha: the long caption wins iff (8/6)^alpha > log(0.45) / log(0.5), i.e.
+    # alpha > 0.492 (with the plain |y|^alpha it would win from alpha > 0.129 on)
+    threshold = math.log(math.log(0.45) / math.log(0.5)) / math.log(8 / 6)
+    for alpha, expected in ((threshold - 0.05, [cap.EOS_ID]), (threshold + 0.05, [5, 7, cap.EOS_ID])):
+        tokens, _, _ = cap.beam_search(dec, _regions(1), beam_size=2, max_len=5, length_penalty=alpha)
+        assert tokens[0].tolist()[:len(expected)] == expected, alpha
 
 
 def test_decoding_bad_input():
