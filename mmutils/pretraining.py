@@ -1,7 +1,7 @@
 """Multi-objective vision-language pretraining (chapter 12): contrastive, matching and captioning in one model.
 
 ALBEF (Li et al., 2021) and BLIP (Li et al., 2022) pretrain one model with three losses at once: image-text
-contrastive (ITC, CLIP's InfoNCE), image-text matching (ITM, on hard negatives mined from the ITC similarities)
+contrastive (ITC, CLIP's InfoNCE, optionally with multi-positive targets for duplicate facts), image-text matching (ITM, on hard negatives mined from the ITC similarities)
 and image-conditioned language modelling (LM, BLIP's captioning decoder).
 
 * :class:`PretrainConfig` / :class:`MultiObjectiveModel` – the model and its sizes.
@@ -264,13 +264,16 @@ class LossWeights:
 
 def pretraining_loss(model: MultiObjectiveModel, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                      weights: LossWeights | None = None, *, key_id: torch.Tensor | None = None,
-                     negatives: str = "hard", generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                     negatives: str = "hard", multi_positive: bool = False,
+                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The ALBEF/BLIP pretraining loss ``itc * L_ITC + itm * L_ITM + lm * L_LM`` on a batch of pairs.
 
     ``images``: what ``model.image_encoder`` takes, batch B; ``ids``, ``mask``: (B, L) captions padded on the right;
     ``key_id``: optional (B,) ints, equal for captions with the same facts (never mined as each other's negatives).
 
-    * ITC: :func:`mmutils.nn.losses.clip_loss` on the ITC embeddings.
+    * ITC: :func:`mmutils.nn.losses.clip_loss` on the ITC embeddings, one positive per row (the diagonal); with
+      ``key_id`` and ``multi_positive=True`` its targets are multi-positive: a caption with the same key as the image
+      counts as a positive, not as a negative.
     * ITM: for each image a negative caption and for each caption a negative image from :func:`mine_hard_negatives`;
       binary cross-entropy on the B positive and 2B negative pairs (ALBEF). ``negatives="hard"`` mines them from the ITC
       similarities (no gradient through the mining; with ``itc = 0`` the ITC heads stay untrained, so these "hard"
@@ -287,6 +290,7 @@ def pretraining_loss(model: MultiObjectiveModel, images: torch.Tensor, ids: torc
     check_instance("model", model, MultiObjectiveModel)
     weights = LossWeights() if weights is None else check_instance("weights", weights, LossWeights)
     check_choice("negatives", negatives, NEGATIVE_MODES)
+    check_instance("multi_positive", multi_positive, bool)
     image_tokens = model.encode_image(images)  # (B, N, dim)
     check_tensor("ids", ids, 2, size={0: image_tokens.shape[0]}, dtype="int")  # one caption per image
     mask = check_tensor("mask", mask, 2, size=dict(enumerate(ids.shape))).bool()  # the shape of ids
@@ -299,7 +303,7 @@ def pretraining_loss(model: MultiObjectiveModel, images: torch.Tensor, ids: torc
     if need_emb:
         img_emb, txt_emb = model.embed_image(image_tokens), model.embed_text(pooled)  # (B, E) each
     if weights.itc > 0:
-        out["itc"] = clip_loss(img_emb, txt_emb, model.logit_scale)
+        out["itc"] = clip_loss(img_emb, txt_emb, model.logit_scale, key_id=key_id if multi_positive else None)
         total = total + weights.itc * out["itc"]
     if weights.itm > 0:
         b = ids.shape[0]

@@ -234,6 +234,22 @@ def test_loss_is_the_weighted_sum_of_its_parts():
     assert torch.equal(model.scale(), model.logit_scale.exp())  # within CLIP's clamp
 
 
+def test_itc_counts_same_key_pairs_as_positives():
+    model = _model()
+    regions, ids, mask = _batch(6)
+    key_id = torch.tensor([0, 1, 0, 2, 1, 3])
+    w = P.LossWeights(itc=1.0, itm=0.0, lm=0.0)
+    o = model(regions, ids, mask)
+    multi = P.pretraining_loss(model, regions, ids, mask, w, key_id=key_id, multi_positive=True)["itc"]
+    plain = P.pretraining_loss(model, regions, ids, mask, w, key_id=key_id)["itc"]  # the default: one positive
+    torch.testing.assert_close(multi, clip_loss(o["image_emb"], o["text_emb"], model.logit_scale, key_id=key_id))
+    torch.testing.assert_close(plain, clip_loss(o["image_emb"], o["text_emb"], model.logit_scale))
+    assert not torch.allclose(multi, plain)
+    # with distinct keys the two agree
+    distinct = P.pretraining_loss(model, regions, ids, mask, w, key_id=torch.arange(6), multi_positive=True)["itc"]
+    torch.testing.assert_close(distinct, plain)
+
+
 def _grads(model, weights, negatives="hard"):
     model.zero_grad(set_to_none=True)
     out = P.pretraining_loss(model, *_batch(4), weights, negatives=negatives,
@@ -324,6 +340,9 @@ def test_mining_bad_input():
     (lambda m, r, i, k: P.pretraining_loss(m, r[:1], i[:1], k[:1]), ValueError, "2 pairs"),  # ITM needs a batch
     (lambda m, r, i, k: P.pretraining_loss(m, r, i[:, :1], k[:, :1], P.LossWeights(0, 0, 1)), ValueError,
      "length >= 2"),
+    (lambda m, r, i, k: P.pretraining_loss(m, r, i, k, multi_positive="yes"), TypeError, "multi_positive"),
+    (lambda m, r, i, k: P.pretraining_loss(m, r, i, k, P.LossWeights(1, 0, 0), key_id=torch.zeros(2, dtype=torch.long),
+                                           multi_positive=True), ValueError, "key_id"),
 ])
 def test_loss_bad_input(call, error, match):
     with pytest.raises(error, match=match):
