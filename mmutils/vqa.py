@@ -3,8 +3,8 @@
 The models read an image and a question and pick the answer from :data:`mmutils.world.ANSWERS`, as in the VQA
 benchmark (Antol et al., 2015); they share their parts and differ only in *how* the modalities meet:
 
-* :class:`VQAModel` – ``fusion="late"`` (concatenation), ``"film"`` (FiLM, Perez et al., 2018) or ``"cross"``
-  (cross-attention), see its docstring.
+* :class:`VQAModel` – ``fusion="pooled"`` (concatenation of pooled features, an early fusion), ``"film"`` (FiLM,
+  Perez et al., 2018) or ``"cross"`` (cross-attention), see its docstring.
 * :class:`QuestionOnlyVQA` – the language prior: the answer from the question alone.
 * :class:`ImageOnlyVQA` – the image and the question's *type*, but not the question.
 * :func:`answer_logits` (one call for every model), :func:`answer_mask`, :func:`accuracy_by_type`.
@@ -32,7 +32,7 @@ from .nn.layers import FiLM, coordinate_grid, masked_mean
 __all__ = ["VQAConfig", "FUSIONS", "answer_mask", "accuracy_by_type", "FiLMBlock", "VQAModel", "QuestionOnlyVQA",
            "ImageOnlyVQA", "answer_logits"]
 
-FUSIONS = ("late", "film", "cross")
+FUSIONS = ("pooled", "film", "cross")
 TEXT_ENCODERS = ("gru", "transformer")
 
 
@@ -44,8 +44,8 @@ class VQAConfig:
     stages (each halves the image, so 32x32 images give a ``grid`` of 4x4 regions); ``text``: the question encoder,
     ``"gru"`` (bidirectional GRU, Cho et al., 2014) or ``"transformer"`` (with ``text_layers`` layers and ``heads``
     heads, Vaswani et al., 2017); ``heads``: also the heads of the cross-attention; ``hidden``: hidden width of the
-    answer heads; ``late_hidden``: that of the late-fusion classifier (wider, so that the three fusions have about the
-    same number of parameters); ``film_blocks``: FiLM residual blocks; ``cross_layers``: cross-attention blocks;
+    answer heads; ``pooled_hidden``: that of the pooled-concatenation classifier (wider, so that the three fusions have
+    about the same number of parameters); ``film_blocks``: FiLM residual blocks; ``cross_layers``: cross-attention blocks;
     ``head_channels``: channels per grid cell in the grid-keeping heads; ``max_len``: the longest question the
     Transformer encoder accepts.
     """
@@ -56,7 +56,7 @@ class VQAConfig:
     text_layers: int = 1
     heads: int = 2
     hidden: int = 128
-    late_hidden: int = 640
+    pooled_hidden: int = 640
     film_blocks: int = 1
     cross_layers: int = 1
     head_channels: int = 16
@@ -198,20 +198,24 @@ def _image_encoder(image_encoder, cfg: VQAConfig) -> ConvTower:
 
 
 class VQAModel(nn.Module):
-    """Image + question -> answer logits, with ``fusion`` one of ``"late"``, ``"film"``, ``"cross"``.
+    """Image + question -> answer logits, with ``fusion`` one of ``"pooled"``, ``"film"``, ``"cross"``.
 
     Image: a :class:`~mmutils.nn.encoders.ConvTower` (``image_encoder``, e.g. a pretrained and frozen one shared by
     several models; a new one with ``max_pool=True`` if ``None``) -> region tokens (B, N, dim), N = grid**2, row-major,
     layer-normalized. Question: ``config.text`` encoder (a bidirectional GRU by default) -> word tokens (B, L, dim) and
     their masked mean q (B, dim).
 
-    * late: the global average of the regions (B, dim) and q meet only in the classifier,
-      :class:`~mmutils.nn.fusion.ConcatFusion` (the first VQA baselines, Antol et al., 2015). Pooling discards where
-      things are.
-    * film: the region grid (B, dim, g, g) goes through ``film_blocks`` :class:`FiLMBlock`, whose channels q scales and
-      shifts (Perez et al., 2018); a head that keeps the grid reads the result (and q).
-    * cross: the words attend to the regions (:class:`~mmutils.nn.fusion.CrossAttentionFusion`; the regions carry no
-      position embedding: the head below keeps the grid). The attention ``A`` (B, L, N) says where each word looks;
+    * pooled: the global average of the regions (B, dim) and q are concatenated and read by one classifier,
+      :class:`~mmutils.nn.fusion.ConcatFusion` (the first VQA baselines, Antol et al., 2015): an early
+      (feature-level) fusion of pooled features. Pooling discards where things are.
+    * film: the region grid (B, dim, g, g) goes through ``film_blocks`` :class:`FiLMBlock`, whose channels the
+      layer-normalized question ``LN(q)`` scales and shifts (Perez et al., 2018); a head that keeps the grid reads the
+      result (and ``LN(q)``). The normalization matters: fed the raw GRU vector, whose scale FiLM does not control,
+      gamma and beta grow before they mean anything and the model stays at chance on existence questions
+      (:class:`~mmutils.nn.fusion.ConcatFusion` normalizes each modality for the same reason).
+    * cross: the words attend to the regions (:class:`~mmutils.nn.fusion.CrossAttentionFusion`), each region token
+      plus a learned embedding of its cell's (x, y) coordinates (``region_position``), so that what a word reads also
+      says where it is. The attention ``A`` (B, L, N) says where each word looks;
       ``A^T`` paints every word onto the regions it points at, ``painted = A^T @ words`` (B, N, dim), and the same kind
       of grid-keeping head reads ``[regions, painted]`` (and the mean word).
 
@@ -229,12 +233,14 @@ class VQAModel(nn.Module):
         self.image_encoder = _image_encoder(image_encoder, cfg)
         self.text_encoder = cfg.text_encoder(vocab_size)
         self.region_norm = nn.LayerNorm(cfg.dim)
-        if fusion == "late":
-            self.fuse = ConcatFusion((cfg.dim, cfg.dim), width=cfg.dim, hidden=cfg.late_hidden, out_dim=n_answers)
+        if fusion == "pooled":
+            self.fuse = ConcatFusion((cfg.dim, cfg.dim), width=cfg.dim, hidden=cfg.pooled_hidden, out_dim=n_answers)
         elif fusion == "film":
+            self.question_norm = nn.LayerNorm(cfg.dim)
             self.blocks = nn.ModuleList(FiLMBlock(cfg.dim, cfg.dim) for _ in range(cfg.film_blocks))
             self.head = _SpatialHead(cfg.dim, cfg.grid, cfg.head_channels, cfg.hidden, n_answers, extra=cfg.dim)
         else:
+            self.region_position = nn.Linear(2, cfg.dim)  # (x, y) of a cell -> an embedding added to its token
             self.fuse = CrossAttentionFusion(cfg.dim, cfg.heads, cfg.cross_layers)
             self.head = _SpatialHead(2 * cfg.dim, cfg.grid, cfg.head_channels, cfg.hidden, n_answers, extra=cfg.dim)
 
@@ -270,15 +276,18 @@ class VQAModel(nn.Module):
                 return_attention: bool = False):
         words, question = self.text_encoder(input_ids, mask)  # (B, L, D), (B, D)
         regions = self.region_norm(regions)  # (B, N, D)
-        if self.fusion == "late":
+        if self.fusion == "pooled":
             return self.fuse([regions.mean(dim=1), question])  # (B, A): layout averaged away
         g, d = self.config.grid, self.config.dim
         if self.fusion == "film":
             fmap = regions.transpose(1, 2).reshape(-1, d, g, g)  # (B, D, g, g)
+            question = self.question_norm(question)  # (B, D): FiLM's gamma and beta see a vector of fixed scale
             for block in self.blocks:
                 fmap = block(fmap, question)  # channels scaled and shifted by the question
             return self.head(fmap, question)  # (B, A)
-        fused, attn = self.fuse(words, regions, mask)  # (B, L, D), (B, L, N): words look for what they name
+        coords = coordinate_grid(g, g, regions.device).to(regions.dtype).flatten(1).t()  # (N, 2), row-major cells
+        keys = regions + self.region_position(coords)  # (B, N, D): what is in each region, and where
+        fused, attn = self.fuse(words, keys, mask)  # (B, L, D), (B, L, N): words look for what they name
         pointing = attn * mask.unsqueeze(-1).to(attn.dtype)  # (B, L, N): padding points nowhere
         painted = pointing.transpose(1, 2) @ fused  # (B, N, D): the words that point at each region
         fmap = torch.cat([regions, painted], dim=-1).transpose(1, 2).reshape(-1, 2 * d, g, g)  # (B, 2D, g, g)

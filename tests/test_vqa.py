@@ -5,7 +5,7 @@ import torch
 from mmutils import vqa, world
 from mmutils.nn.encoders import ConvTower
 
-SMALL = dict(dim=16, widths=(4, 8, 8), heads=2, hidden=16, late_hidden=16, head_channels=4, max_len=12)
+SMALL = dict(dim=16, widths=(4, 8, 8), heads=2, hidden=16, pooled_hidden=16, head_channels=4, max_len=12)
 VOCAB = 30
 
 
@@ -103,9 +103,9 @@ def test_cross_attention_maps():
 
 
 @pytest.mark.parametrize("call, error, match", [
-    (lambda m, ids, mask: vqa.VQAModel(VOCAB, "late", image_encoder=torch.nn.Identity(), **SMALL), TypeError,
+    (lambda m, ids, mask: vqa.VQAModel(VOCAB, "pooled", image_encoder=torch.nn.Identity(), **SMALL), TypeError,
      "image_encoder must be a ConvTower"),
-    (lambda m, ids, mask: vqa.VQAModel(VOCAB, "late", image_encoder=ConvTower(3, (4, 8, 8), out_dim=8), **SMALL),
+    (lambda m, ids, mask: vqa.VQAModel(VOCAB, "pooled", image_encoder=ConvTower(3, (4, 8, 8), out_dim=8), **SMALL),
      ValueError, "image_encoder must have out_dim=16"),
     (lambda m, ids, mask: vqa.ImageOnlyVQA(image_encoder=ConvTower(3, (4, 8, 8), max_pool=True, out_dim=16,
                                                                 pool="mean"), **SMALL), ValueError,
@@ -161,3 +161,44 @@ def test_film_block_shapes_and_identity_film_at_init():
     assert out.shape == (3, 8, 4, 4)
     # FiLM starts as the identity, so the question does not matter yet
     assert torch.equal(out, block(fmap, torch.randn(3, 5)))
+
+
+class _ScaledText(torch.nn.Module):
+    """Wraps a question encoder and multiplies its pooled question vector by ``scale``."""
+
+    def __init__(self, encoder, scale):
+        super().__init__()
+        self.encoder, self.scale = encoder, scale
+
+    def forward(self, ids, mask):
+        words, question = self.encoder(ids, mask)
+        return words, question * self.scale
+
+
+def test_film_reads_the_layer_normalized_question():
+    # FiLM's gamma and beta see LN(q): rescaling the question vector changes no answer (a raw q let them blow up)
+    torch.manual_seed(0)
+    model = vqa.VQAModel(VOCAB, "film", **SMALL).eval()
+    for block in model.blocks:  # a FiLM that is not the identity, so the question matters
+        torch.nn.init.normal_(block.film.to_gamma_beta.weight)
+    ids, mask = _question_batch(3)
+    regions = torch.randn(3, 16, SMALL["dim"])
+    with torch.no_grad():
+        logits = model.answer(regions, ids, mask)
+        model.text_encoder = _ScaledText(model.text_encoder, 10.0)
+        torch.testing.assert_close(model.answer(regions, ids, mask), logits, atol=1e-4, rtol=1e-4)
+
+
+def test_cross_attention_sees_where_a_region_is():
+    # Identical tokens in every cell: without the coordinate embedding every word would attend uniformly.
+    torch.manual_seed(0)
+    model = vqa.VQAModel(VOCAB, "cross", **SMALL).eval()
+    ids, mask = _question_batch(2)
+    regions = torch.randn(1, 1, SMALL["dim"]).expand(2, 16, -1)
+    with torch.no_grad():
+        _, attn = model.answer(regions, ids, mask, return_attention=True)
+        assert attn.std(dim=-1).min() > 1e-4  # the cells differ by where they are
+        torch.nn.init.zeros_(model.region_position.weight)
+        torch.nn.init.zeros_(model.region_position.bias)
+        _, flat = model.answer(regions, ids, mask, return_attention=True)
+    torch.testing.assert_close(flat, torch.full_like(flat, 1 / 16))
