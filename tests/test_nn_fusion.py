@@ -187,6 +187,63 @@ def test_fusion_classifier_late_votes_combine():
         _model("film").votes(ids, mask, tokens)
 
 
+def test_fusion_classifier_late_mean_is_the_geometric_mean_of_the_votes():
+    # Averaging logits = the product rule: softmax(mean of logits) is the normalized geometric mean of the votes'
+    # probabilities, also when some votes are missing (they are left out of the mean).
+    model = _model("late")
+    ids, mask, tokens = _inputs(4)
+    present = torch.tensor([[True, True], [True, False], [False, True], [False, False]])
+    probs = model.votes(ids, mask, tokens).softmax(-1)  # (3, 4, 5)
+    there = torch.cat([torch.ones(4, 1, dtype=torch.bool), present], dim=1).t()  # (3, 4)
+    expected = []
+    for b in range(4):
+        p = probs[there[:, b], b].prod(0) ** (1 / int(there[:, b].sum()))  # geometric mean of the present votes
+        expected.append(p / p.sum())
+    torch.testing.assert_close(model(ids, mask, tokens, present).softmax(-1), torch.stack(expected))
+
+
+def test_fusion_classifier_late_votes_share_no_parameters():
+    # A loss on one vote reaches only that vote's parameters, so the sum of per-vote losses trains each vote as if
+    # it were alone (late fusion proper); a loss on the combined output reaches all of them.
+    torch.manual_seed(0)
+    model = F.FusionClassifier(VOCAB, DIMS, 5, "late", **SMALL, text_layers=0)
+    ids, mask, tokens = _inputs(4)
+    y = torch.tensor([0, 1, 2, 3])
+    owners = [["text.", "fuse.heads.0."], ["adapters.image.", "fuse.heads.1."], ["adapters.audio.", "fuse.heads.2."]]
+    for i, own in enumerate(owners):
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model.votes(ids, mask, tokens)[i], y).backward()
+        reached = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert reached and all(any(n.startswith(o) for o in own) for n in reached), (i, sorted(reached))
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(ids, mask, tokens), y).backward()
+    reached = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert all(any(n.startswith(o) for own in owners for o in own) for n in reached)
+    assert {n.split(".")[0] for n in reached} == {"text", "adapters", "fuse"}
+
+
+def test_fusion_classifier_film_matches_a_plain_implementation():
+    # Reference: per modality, film_layers times h = relu((1 + gamma(q)) * LN(W h) + beta(q)); max over tokens;
+    # zero if missing; concatenated with q; MLP. Written with explicit loops over examples and tokens.
+    model = _model("film", text_layers=0)
+    ids, mask, tokens = _inputs(3)
+    present = torch.tensor([[True, True], [False, True], [True, False]])
+    _, q = model.text(ids, mask)
+    rows = []
+    for b in range(3):
+        parts = [q[b]]
+        for i, k in enumerate(model.names):
+            h = model.adapters[k](tokens[k][b])  # (N, dim)
+            for linear, film in zip(model.film_linear[k], model.film[k]):
+                gamma, beta = film.to_gamma_beta(q[b]).chunk(2)
+                z = linear(h)
+                z = (z - z.mean(-1, keepdim=True)) / torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + 1e-5)
+                h = torch.stack([torch.relu((1 + gamma) * z[n] + beta) for n in range(len(z))])
+            parts.append(h.max(dim=0).values if present[b, i] else torch.zeros(model.dim))
+        rows.append(model.head(torch.cat(parts)))
+    torch.testing.assert_close(model(ids, mask, tokens, present), torch.stack(rows))
+
+
 def test_fusion_classifier_late_is_additive_deep_is_not():
     # Late fusion's logits are a sum of a text-only and an image-only part, so for two questions q1, q2 and two
     # images v1, v2: f(q1, v1) + f(q2, v2) - f(q1, v2) - f(q2, v1) = 0. That is why it cannot bind. Deep fusion

@@ -3,6 +3,10 @@
 Early (:class:`ConcatFusion`), late (:class:`LateFusion`) and deep (:class:`CrossAttentionFusion`) fusion,
 :func:`modality_dropout`, and :class:`FusionClassifier` (with :class:`FusionConfig`): one classifier whose
 only difference is the strategy. FiLM and the cross-attention block live in :mod:`mmutils.nn.layers`.
+
+Late (decision-level) fusion means separately trained votes: each modality's predictor is trained with its
+own loss and only the decisions are combined. The same :class:`LateFusion` module trained through its
+combined output instead is a jointly trained sum of votes ("joint logit averaging" in chapter 2).
 """
 from __future__ import annotations
 
@@ -53,8 +57,14 @@ class LateFusion(nn.Module):
     """Late fusion (decision-level, Baltrušaitis et al., 2019): one small classifier per modality, logits combined.
 
     ``mode="mean"`` averages the logits, ``"learned"`` weighs them by a softmax of learned weights.
+    Averaging logits is the product rule of classifier combination: the softmax of the mean is the
+    normalized geometric mean of the votes' probabilities (a constant per example does not change it).
     ``forward(features, present=None)``: list of (B, dims[i]) -> (B, out_dim); a missing modality's
     vote is left out. ``per_modality(features)`` returns the individual logits (M, B, out_dim).
+
+    The votes share no parameters. For late fusion proper, train each vote with its own loss (e.g. the sum
+    over ``per_modality`` of the cross-entropies), which trains each exactly as if it were alone; training
+    ``forward``'s output instead gives a jointly trained sum of votes.
     """
 
     def __init__(self, dims: tuple[int, ...], hidden: int = 128, out_dim: int = 10, mode: str = "mean"):
@@ -173,7 +183,10 @@ class FusionClassifier(nn.Module):
     the modalities meet:
 
     * ``"early"``: each modality's tokens pooled (``pool``), concatenated with ``q``, one MLP (:class:`ConcatFusion`).
-    * ``"late"``: one MLP per modality on the same pooled vectors, logits combined (:class:`LateFusion`).
+    * ``"late"``: one MLP per modality on the same pooled vectors, logits averaged (:class:`LateFusion`).
+      The text vote owns the text encoder, each other vote its adapter: no parameter is shared, so a loss
+      per vote (from :meth:`votes`) trains separate predictors (late fusion); a loss on ``forward``'s
+      output trains the votes jointly.
     * ``"film"``: ``film_layers`` times, every token goes through ``ReLU(FiLM(Norm(W h), q))`` (Perez et
       al., 2018, with batch norm there); max over tokens, concatenated with ``q``, then an MLP.
     * ``"cross"``: the words attend to all other tokens (each tagged with a learned modality embedding)
@@ -252,7 +265,11 @@ class FusionClassifier(nn.Module):
         return x.amax(dim=1) if self.pool == "max" else x.mean(dim=1)  # (B, N, dim) -> (B, dim)
 
     def votes(self, ids: torch.Tensor, mask: torch.Tensor | None, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Late fusion only: each modality's own logits, (1 + M, B, num_classes), text first."""
+        """Late fusion only: each modality's own logits, (1 + M, B, num_classes), text first.
+
+        ``sum(F.cross_entropy(v, y) for v in model.votes(ids, mask, tokens))`` trains every vote on its
+        own (the votes share no parameters); ``forward`` averages them over the present modalities.
+        """
         if self.strategy != "late":
             raise ValueError(f"votes needs strategy='late', this model has strategy={self.strategy!r}")
         _, q, _, feats, _ = self.encode(ids, mask, tokens)
