@@ -27,7 +27,7 @@ from pathlib import Path
 import nbformat
 import psutil
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -90,6 +90,8 @@ def bench(path: Path) -> tuple[float, float, str | None]:
     failure = None
     try:
         client.execute()
+    except CellTimeoutError:  # a cell over TIMEOUT: marked as a failure, the other notebooks still run
+        failure = f"a cell still running after {TIMEOUT} s"
     except CellExecutionError:
         failure = failed_cell(nb)
     finally:
