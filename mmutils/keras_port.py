@@ -57,7 +57,9 @@ def image_model(in_channels: int = 3, filters: int = 32, *, stages: int = 1, pad
 
 def text_model(vocab_size: int, embed_dim: int = 32, filters: int = 32, *, kernel_size: int = 3,
                pool_size: int = 2, pad_id: int = PAD_ID) -> nn.Sequential:
-    """Keras' ``create_text_model`` with its 1-D sizes fixed: Embedding, Conv1D(filters, 3, relu), MaxPooling1D(2), Flatten.
+    """Keras' ``create_text_model`` with its 1-D sizes fixed.
+
+    Embedding, Conv1D(filters, 3, relu), MaxPooling1D(2), Flatten.
 
     ids (B, L) int -> (B, filters * ((L - kernel_size + 1) // pool_size)). ``kernel_size`` and ``pool_size`` are
     single ints: a 1-D layer slides along one axis (a tuple such as ``(3, 3)`` raises ``TypeError``; PyTorch's own

@@ -134,9 +134,10 @@ class MoCo(nn.Module):
     BatchNorm. A key is then normalized with the statistics of a random sub-batch of images, which shares only about a
     fraction ``1/S`` of its images with the query's sub-batch (half at ``S = 2``) instead of all of them; a key still
     lands in its query's own sub-batch with probability ``1/S``. (Moving whole sub-batches, e.g. the keys of sub-batch
-    ``g`` computed in sub-batch ``g + 1``, would not help: the statistics would come from the same images.) ``symmetric=True`` (as in that demo and in
-    MoCo v3) also uses ``x_k`` as queries for the keys of ``x_q``, averages the two losses and enqueues both sets of
-    keys: twice the query-side compute, twice the training signal per step. ``backbone`` is the query backbone: the
+    ``g`` computed in sub-batch ``g + 1``, would not help: the statistics would come from the same images.)
+    ``symmetric=True`` (as in that demo and in MoCo v3) also uses ``x_k`` as queries for the keys of ``x_q``,
+    averages the two losses and enqueues both sets of keys: twice the query-side compute, twice the training signal
+    per step. ``backbone`` is the query backbone: the
     part kept for downstream tasks.
     """
 

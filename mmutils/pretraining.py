@@ -1,8 +1,9 @@
 """Multi-objective vision-language pretraining (chapter 12): contrastive, matching and captioning in one model.
 
 ALBEF (Li et al., 2021) and BLIP (Li et al., 2022) pretrain one model with three losses at once: image-text
-contrastive (ITC, CLIP's InfoNCE, optionally with multi-positive targets for duplicate facts), image-text matching (ITM, on hard negatives mined from the ITC similarities)
-and image-conditioned language modelling (LM, BLIP's captioning decoder).
+contrastive (ITC, CLIP's InfoNCE, optionally with multi-positive targets for duplicate facts), image-text
+matching (ITM, on hard negatives mined from the ITC similarities) and image-conditioned language modelling (LM,
+BLIP's captioning decoder).
 
 * :class:`PretrainConfig` / :class:`MultiObjectiveModel` – the model and its sizes.
 * :func:`mine_hard_negatives` – ALBEF's in-batch negative sampling from similarities.

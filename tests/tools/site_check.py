@@ -70,8 +70,7 @@ def console_errors(browser: str, url: str, screenshot: Path) -> list[str]:
         run = subprocess.run(
             [browser, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={screenshot}", url],
             capture_output=True, text=True, timeout=120)
-    messages = [m for m in CONSOLE.finditer(run.stderr)]
-    return [f"{m['message']} ({m['source']})" for m in messages if ERROR.search(m["message"])]
+    return [f"{m['message']} ({m['source']})" for m in CONSOLE.finditer(run.stderr) if ERROR.search(m["message"])]
 
 
 def main(argv: list[str]) -> int:
