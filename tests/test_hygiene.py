@@ -235,12 +235,12 @@ def test_exercises_have_solutions(path):
     labels = re.findall(
         r"\{exercise\}[^\n]*\n(?:[ \t]*:[\w-]+:[^\n]*\n)*?[ \t]*:label:\s*(\S+)", md
     )
-    targets = re.findall(r"\{solution\}\s*(\S+)", md)
+    targets = re.findall(r"\{solution(?:-start)?\}\s*(\S+)", md)  # a block, or a span of cells
     assert len(labels) == len(exercises), f"{path.name}: every {{exercise}} needs a :label:"
     assert sorted(targets) == sorted(labels), (
         f"{path.name}: exercises {sorted(labels)} and solutions {sorted(targets)} do not pair up"
     )
-    blocks = re.findall(r"\{solution\}[^\n]*\n((?:[ \t]*:[\w-]+:[^\n]*\n)*)", md)
+    blocks = re.findall(r"\{solution(?:-start)?\}[^\n]*\n((?:[ \t]*:[\w-]+:[^\n]*\n)*)", md)
     assert all(":class: dropdown" in b for b in blocks), f"{path.name}: solutions go in dropdowns (:class: dropdown)"
 
 
@@ -299,3 +299,40 @@ def test_intro_chapter_map_marks_only_existing_chapters_available():
         if match and line.rstrip(" |").rsplit("|", 1)[-1].strip() == "yes":
             assert match.group(1) in stems, f"book/intro.md marks chapter {match.group(1)} available, " \
                                             f"but notebooks/ has no such notebook"
+
+
+MAX_CODE_LINE = 100  # characters: a code line of the website fits the page without scrolling
+
+
+@pytest.mark.parametrize("path", _params())
+def test_code_lines_fit_the_page(path):
+    long = [
+        f"cell {i}: {line[:60]}..."
+        for i, cell in enumerate(_read(path).cells)
+        if cell.cell_type == "code"
+        for line in cell.source.splitlines()
+        if len(line) > MAX_CODE_LINE
+    ]
+    assert not long, f"{path.name}: code lines over {MAX_CODE_LINE} characters: {long}"
+
+
+@pytest.mark.parametrize("path", _params())
+def test_a_your_turn_cell_with_a_check(path):
+    """At least one code cell is left to the student (tests/tools/make_student.py), and a later code cell asserts."""
+    cells = _read(path).cells
+    turns = [i for i, c in enumerate(cells) if "your-turn" in c.metadata.get("tags", [])]
+    assert turns, f"{path.name}: no code cell tagged 'your-turn'"
+    for i in turns:
+        assert cells[i].cell_type == "code", f"{path.name}: cell {i} is tagged 'your-turn' but is not code"
+        later = [c.source for c in cells[i + 1:] if c.cell_type == "code"]
+        assert any(re.search(r"^\s*(?:assert\b|torch\.testing\.assert_close)", s, flags=re.MULTILINE) for s in later[:3]), \
+            f"{path.name}: no assert within three code cells after the 'your-turn' cell {i}"
+
+
+@pytest.mark.parametrize("path", _params())
+def test_a_predict_then_run_exercise(path):
+    md = _markdown(_read(path))
+    exercises = re.findall(r"\{exercise\}.*?\n(?:`{3,}|:{3,})\s*$", md, flags=re.MULTILINE | re.DOTALL)
+    assert any("Predict, then run" in e for e in exercises), \
+        f"{path.name}: no exercise asks the reader to predict before running (\"Predict, then run\")"
+
