@@ -5,6 +5,8 @@ the additive attention of Bahdanau et al. (2015).
 
 * :class:`AdditiveAttention` – ``e_i = v^T tanh(W_q h + W_k r_i)``, ``alpha = softmax(e)``, ``z = sum_i alpha_i r_i``.
 * :class:`AttentionDecoder` – the recurrent decoder (teacher-forced ``forward``, one-word ``step``).
+* :class:`TransformerCaptionDecoder` – a small Transformer decoder (causal self-attention over the words,
+  cross-attention over the regions; Vaswani et al., 2017) with the same ``step`` interface.
 * :class:`Captioner` – an image encoder plus the decoder.
 * :func:`caption_loss` / :func:`attention_penalty` – masked cross-entropy; Xu et al.'s "doubly stochastic" penalty.
 * :func:`greedy_decode` / :func:`beam_search` – batched decoding (the length penalty of Wu et al., 2016).
@@ -21,8 +23,8 @@ from torch import nn
 from .checks import check_choice, check_float, check_instance, check_int, check_mask, check_tensor
 from .text import BOS_ID, EOS_ID, PAD_ID
 
-__all__ = ["AdditiveAttention", "AttentionDecoder", "Captioner", "caption_loss", "attention_penalty",
-           "greedy_decode", "beam_search"]
+__all__ = ["AdditiveAttention", "AttentionDecoder", "TransformerCaptionDecoder", "Captioner", "caption_loss",
+           "attention_penalty", "greedy_decode", "beam_search"]
 
 
 # -- Attention ----------------------------------------------------------------
@@ -193,8 +195,100 @@ class AttentionDecoder(nn.Module):
         return self._logits(hs, context, emb), weights  # (B, T, V), (B, T, N)
 
 
+class _DecoderBlock(nn.Module):
+    """Pre-norm Transformer decoder block: causal self-attention, cross-attention, MLP, each residual."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int):
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, causal: torch.Tensor):
+        h = self.norm1(x)  # (B, T, d)
+        x = x + self.self_attn(h, h, h, attn_mask=causal, need_weights=False)[0]
+        context, weights = self.cross_attn(self.norm2(x), memory, memory)  # (B, T, d), (B, T, N) mean of heads
+        x = x + context
+        return x + self.mlp(self.norm3(x)), weights
+
+
+class TransformerCaptionDecoder(nn.Module):
+    """A small Transformer caption decoder over image regions (Vaswani et al., 2017).
+
+    The regions are projected to the model width, ``m_i = W_r r_i`` (the "memory"); word ``t`` enters as
+    ``E y_t + p_t`` (learned positions); each of ``layers`` pre-norm blocks applies causal self-attention over the
+    words so far, cross-attention from every word to the memory, and an MLP; a final LayerNorm and a linear layer
+    score the vocabulary. Unlike the GRU of :class:`AttentionDecoder`, every word position can look back at all
+    earlier words and at the image directly, so no fact has to be carried along in a recurrent state.
+
+    ``forward(regions, input_ids)`` is teacher-forced like :meth:`AttentionDecoder.forward`: regions
+    (B, N, region_dim), input_ids (B, L) starting with ``[BOS]``, L - 1 <= ``max_len`` -> (logits (B, L - 1, V),
+    cross-attention weights of the last block, averaged over heads, (B, L - 1, N)). ``step`` has the interface of
+    :meth:`AttentionDecoder.step` (so :func:`greedy_decode` and :func:`beam_search` run it): its state is the
+    (B, t) words fed so far, and each step re-runs the decoder on them (captions here are short).
+    """
+
+    def __init__(self, vocab_size: int, region_dim: int, *, dim: int = 64, layers: int = 2, heads: int = 4,
+                 mlp_dim: int | None = None, max_len: int = 32, pad_id: int = PAD_ID):
+        super().__init__()
+        self.vocab_size = check_int("vocab_size", vocab_size, min=1)
+        self.region_dim = check_int("region_dim", region_dim, min=1)
+        self.dim = check_int("dim", dim, min=1)
+        check_int("layers", layers, min=1)
+        heads = check_int("heads", heads, min=1)
+        if dim % heads:
+            raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
+        self.max_len = check_int("max_len", max_len, min=1)
+        self.pad_id = check_int("pad_id", pad_id, min=0, max=vocab_size - 1)
+        self._regions_size = {2: region_dim}
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.positions = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+        self.project = nn.Linear(region_dim, dim)
+        self.blocks = nn.ModuleList(_DecoderBlock(dim, heads, mlp_dim or 2 * dim) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, vocab_size)
+
+    def prepare(self, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, region_dim) -> (the regions, the memory W_r r (B, N, dim))."""
+        return regions, self.project(regions)
+
+    def init_state(self, regions: torch.Tensor) -> torch.Tensor:
+        """The empty prefix: (B, 0) int64."""
+        return torch.zeros(regions.shape[0], 0, dtype=torch.long, device=regions.device)
+
+    def decode(self, input_ids: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Words (B, T) and memory (B, N, dim) -> (logits (B, T, V), last block's weights (B, T, N))."""
+        t = input_ids.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"input_ids may hold at most max_len={self.max_len} input words, got {t}")
+        x = self.embed(input_ids) + self.positions[:t]  # (B, T, d)
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), diagonal=1)  # True = hidden
+        for block in self.blocks:
+            x, weights = block(x, memory, causal)
+        return self.out(self.norm(x)), weights
+
+    def step(self, tokens: torch.Tensor, state: torch.Tensor, regions: torch.Tensor, projected: torch.Tensor):
+        """tokens (B,) the previous word, state (B, t) the words before it -> (logits (B, V), (B, t + 1), (B, N))."""
+        words = torch.cat([state, tokens[:, None]], dim=1)  # (B, t + 1)
+        logits, weights = self.decode(words, projected)
+        return logits[:, -1], words, weights[:, -1]
+
+    def forward(self, regions: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_tensor("regions", regions, 3, size=self._regions_size, dtype="float")
+        check_tensor("input_ids", input_ids, 2, size={0: regions.shape[0]}, dtype="int")
+        if input_ids.shape[1] < 2:
+            raise ValueError(f"input_ids must hold at least 2 tokens ([BOS] and one target), "
+                             f"got shape {tuple(input_ids.shape)}")
+        return self.decode(input_ids[:, :-1], self.project(regions))  # (B, L-1, V), (B, L-1, N)
+
+
+_DECODERS = (AttentionDecoder, TransformerCaptionDecoder)  # what Captioner and the decoding functions accept
+
+
 class Captioner(nn.Module):
-    """An image encoder that keeps a grid of regions plus an :class:`AttentionDecoder`.
+    """An image encoder that keeps a grid of regions plus a decoder (:class:`AttentionDecoder` or
+    :class:`TransformerCaptionDecoder`).
 
     ``encoder``: images (B, C, H, W) -> region tokens (B, N, region_dim), e.g. :class:`mmutils.nn.encoders.ConvTower`
     with ``max_pool=True`` (N = 16 for 32x32 images and three stages), or ``nn.Identity()`` when the regions are
@@ -202,10 +296,10 @@ class Captioner(nn.Module):
     the decoder checks the regions the encoder returns.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: AttentionDecoder):
+    def __init__(self, encoder: nn.Module, decoder: AttentionDecoder | TransformerCaptionDecoder):
         super().__init__()
         self.encoder = check_instance("encoder", encoder, nn.Module)
-        self.decoder = check_instance("decoder", decoder, AttentionDecoder)
+        self.decoder = check_instance("decoder", decoder, _DECODERS)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Region tokens (B, N, region_dim) of ``images``."""
@@ -253,7 +347,7 @@ def _select_state(state, index: torch.Tensor):
 
 
 @torch.no_grad()
-def greedy_decode(decoder: AttentionDecoder, regions: torch.Tensor, *, bos_id: int = BOS_ID,
+def greedy_decode(decoder: AttentionDecoder | TransformerCaptionDecoder, regions: torch.Tensor, *, bos_id: int = BOS_ID,
                   eos_id: int = EOS_ID, max_len: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched greedy decoding: at each step feed back the most likely word.
 
@@ -262,7 +356,7 @@ def greedy_decode(decoder: AttentionDecoder, regions: torch.Tensor, *, bos_id: i
     after it; weights (B, T, N), zero after ``[EOS]``), T <= max_len. Decode the tokens to text with
     :func:`mmutils.text.decode`.
     """
-    check_instance("decoder", decoder, AttentionDecoder)
+    check_instance("decoder", decoder, _DECODERS)
     check_tensor("regions", regions, 3, size=decoder._regions_size, dtype="float")
     for name, token in (("bos_id", bos_id), ("eos_id", eos_id)):
         check_int(name, token, min=0, max=decoder.vocab_size - 1)
@@ -286,7 +380,7 @@ def greedy_decode(decoder: AttentionDecoder, regions: torch.Tensor, *, bos_id: i
 
 
 @torch.no_grad()
-def beam_search(decoder: AttentionDecoder, regions: torch.Tensor, beam_size: int = 3, *,
+def beam_search(decoder: AttentionDecoder | TransformerCaptionDecoder, regions: torch.Tensor, beam_size: int = 3, *,
                 bos_id: int = BOS_ID, eos_id: int = EOS_ID, max_len: int = 20,
                 length_penalty: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched beam search: keep the ``beam_size`` most likely partial captions per image.
@@ -301,7 +395,7 @@ def beam_search(decoder: AttentionDecoder, regions: torch.Tensor, beam_size: int
     ``regions`` (B, N, region_dim). Returns (tokens (B, T), weights (B, T, N), scores (B,) the winners'
     log-probabilities), formatted as in :func:`greedy_decode`.
     """
-    check_instance("decoder", decoder, AttentionDecoder)
+    check_instance("decoder", decoder, _DECODERS)
     check_tensor("regions", regions, 3, size=decoder._regions_size, dtype="float")
     for name, token in (("bos_id", bos_id), ("eos_id", eos_id)):
         check_int(name, token, min=0, max=decoder.vocab_size - 1)

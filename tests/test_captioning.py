@@ -283,3 +283,94 @@ def test_decoding_bad_input():
     enc = ConvTower(3, (4, 8, 8), max_pool=True, out_dim=D)
     with pytest.raises(TypeError, match="decoder"):  # the Captioner instead of its decoder
         cap.greedy_decode(cap.Captioner(enc, _decoder()), _regions(2))
+
+
+# --------------------------------------------------------------------------- #
+# Transformer decoder
+# --------------------------------------------------------------------------- #
+def _transformer(**kw) -> cap.TransformerCaptionDecoder:
+    torch.manual_seed(0)
+    return cap.TransformerCaptionDecoder(VOCAB, D, dim=12, layers=2, heads=3, max_len=16, **kw).eval()
+
+
+@pytest.mark.parametrize("b", [1, 4])
+def test_transformer_shapes_and_attention(b):
+    dec = _transformer()
+    ids = _captions(b)
+    logits, w = dec(_regions(b), ids)
+    assert logits.shape == (b, ids.shape[1] - 1, VOCAB) and w.shape == (b, ids.shape[1] - 1, N)
+    assert torch.allclose(w.sum(-1), torch.ones(b, ids.shape[1] - 1), atol=1e-5) and (w >= 0).all()
+
+
+def test_transformer_is_causal_and_ignores_padding():
+    dec = _transformer()
+    regions, ids = _regions(4), _captions(4)
+    logits, _ = dec(regions, ids)
+    changed = ids.clone()
+    changed[:, 4:] = 7  # later words change ...
+    with torch.no_grad():
+        assert torch.allclose(dec(regions, changed)[0][:, :4], logits[:, :4], atol=1e-5)  # ... not earlier
+        padded = torch.cat([ids, torch.zeros(4, 5, dtype=torch.long)], dim=1)
+        loss = cap.caption_loss(logits, ids[:, 1:])
+        assert torch.allclose(cap.caption_loss(dec(regions, padded)[0], padded[:, 1:]), loss, atol=1e-6)
+
+
+def test_transformer_teacher_forcing_equals_stepping():
+    dec = _transformer()
+    regions, ids = _regions(3), _captions(3)
+    with torch.no_grad():
+        logits, w = dec(regions, ids)
+        r, memory = dec.prepare(regions)
+        state = dec.init_state(r)
+        assert state.shape == (3, 0)
+        for t in range(ids.shape[1] - 1):
+            step_logits, state, step_w = dec.step(ids[:, t], state, r, memory)
+            assert torch.allclose(step_logits, logits[:, t], atol=1e-5)
+            assert torch.allclose(step_w, w[:, t], atol=1e-5)
+        assert torch.equal(state, ids[:, :-1])
+
+
+def test_transformer_cross_attention_reference():
+    """The block's weights equal a plain loop over heads of softmax(q k^T / sqrt(d_h))."""
+    dec = _transformer()
+    block = dec.blocks[0]
+    x, memory = torch.randn(2, 5, 12), dec.project(_regions(2))
+    attn = block.cross_attn
+    w_q, w_k, _ = attn.in_proj_weight.chunk(3)
+    b_q, b_k, _ = attn.in_proj_bias.chunk(3)
+    ref = torch.zeros(2, 5, N)
+    for h in range(3):
+        sl = slice(4 * h, 4 * h + 4)
+        q = x @ w_q[sl].T + b_q[sl]
+        k = memory @ w_k[sl].T + b_k[sl]
+        ref += (q @ k.transpose(1, 2) / 2.0).softmax(-1) / 3
+    with torch.no_grad():
+        assert torch.allclose(attn(x, memory, memory)[1], ref, atol=1e-5)
+
+
+def test_transformer_decoding():
+    dec = _transformer()
+    with torch.no_grad():
+        dec.out.bias[cap.EOS_ID] += 1.5  # make some captions end early
+    regions = _regions(5, seed=2)
+    tokens, w = cap.greedy_decode(dec, regions, max_len=10)
+    beam1, beam1_w, _ = cap.beam_search(dec, regions, beam_size=1, max_len=10)
+    assert torch.equal(beam1, tokens) and torch.allclose(beam1_w, w, atol=1e-5)
+    beam_tokens, _, scores = cap.beam_search(dec, regions, beam_size=3, max_len=10)
+    with torch.no_grad():
+        assert torch.allclose(_score(dec, regions, beam_tokens), scores, atol=1e-4)
+    model = cap.Captioner(torch.nn.Identity(), dec)  # a Captioner takes either decoder
+    assert model(regions, _captions(5))[0].shape == (5, 6, VOCAB)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: cap.TransformerCaptionDecoder(VOCAB, D, dim=10, heads=4), ValueError,
+     "dim must be divisible by heads"),
+    (lambda: cap.TransformerCaptionDecoder(VOCAB, D, layers=0), ValueError, "layers"),
+    (lambda: _transformer()(_regions(2), torch.full((2, 18), 5)), ValueError, "max_len=16"),
+    (lambda: _transformer()(_regions(2, d=D + 1), _captions(2)), ValueError, "regions"),
+    (lambda: _transformer()(_regions(2), _captions(2).float()), TypeError, "input_ids"),
+])
+def test_transformer_bad_inputs(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
