@@ -28,6 +28,7 @@ import argparse
 import copy
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -35,6 +36,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 TAG = "your-turn"
+MAX_LINE = 100  # the hint comment is wrapped to the course's code-line width
 # An opening fence of backticks or colons with the solution directive; it closes at the same fence.
 SOLUTION_OPEN = re.compile(r"^(?P<fence>`{3,}|:{3,})\{solution\}")
 SPAN_START = re.compile(r"^(`{3,}|:{3,})\{solution-start\}", re.MULTILINE)
@@ -77,9 +79,13 @@ def stub(source: str, spec: dict) -> str:
     if lines and lines[-1].rstrip().endswith(":"):
         indent += "    "
     hint = spec["hint"]
+    # The hint, wrapped to the code-line width as adjacent string literals (Python joins them).
+    parts = textwrap.wrap(f"Your turn: {hint}", width=MAX_LINE - len(indent) - 8, drop_whitespace=False)
     body = [
-        f"{indent}# Your turn: {hint}",
-        f"{indent}raise NotImplementedError({('Your turn: ' + hint)!r})",
+        f"{indent}# Your turn: write your code here, in place of the raise.",
+        f"{indent}raise NotImplementedError(",
+        *(f"{indent}    {part!r}" for part in parts),
+        f"{indent})",
     ]
     return "\n".join([*lines, *body])
 
