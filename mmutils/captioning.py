@@ -1,7 +1,8 @@
-"""Image captioning with visual attention (chapter 3): a recurrent decoder that attends over image regions.
+"""Image captioning with visual attention (chapter 3): decoders that attend over image regions.
 
-Show, Attend and Tell (Xu et al., 2015): an LSTM or GRU decoder that looks at the image before each word with
-the additive attention of Bahdanau et al. (2015).
+Two decoders: a small Transformer with cross-attention from every word to the regions (Vaswani et al., 2017),
+and the recurrent decoder of Show, Attend and Tell (Xu et al., 2015), an LSTM or GRU that looks at the image
+before each word with the additive attention of Bahdanau et al. (2015).
 
 * :class:`AdditiveAttention` – ``e_i = v^T tanh(W_q h + W_k r_i)``, ``alpha = softmax(e)``, ``z = sum_i alpha_i r_i``.
 * :class:`AttentionDecoder` – the recurrent decoder (teacher-forced ``forward``, one-word ``step``).
