@@ -76,6 +76,15 @@ class AdditiveAttention(nn.Module):
 
 
 # -- Decoder ------------------------------------------------------------------
+def _check_teacher_forcing(regions: torch.Tensor, input_ids: torch.Tensor, regions_size: dict) -> None:
+    """The inputs of a decoder's teacher-forced ``forward``: regions (B, N, region_dim), input_ids (B, L >= 2)."""
+    check_tensor("regions", regions, 3, size=regions_size, dtype="float")
+    check_tensor("input_ids", input_ids, 2, size={0: regions.shape[0]}, dtype="int")
+    if input_ids.shape[1] < 2:
+        raise ValueError(f"input_ids must hold at least 2 tokens ([BOS] and one target), "
+                         f"got shape {tuple(input_ids.shape)}")
+
+
 class AttentionDecoder(nn.Module):
     """Recurrent caption decoder that attends over image regions for each word.
 
@@ -173,11 +182,7 @@ class AttentionDecoder(nn.Module):
         return self._logits(h, context, emb), state, weights
 
     def forward(self, regions: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_tensor("regions", regions, 3, size=self._regions_size, dtype="float")
-        check_tensor("input_ids", input_ids, 2, size={0: regions.shape[0]}, dtype="int")
-        if input_ids.shape[1] < 2:
-            raise ValueError(f"input_ids must hold at least 2 tokens ([BOS] and one target), "
-                             f"got shape {tuple(input_ids.shape)}")
+        _check_teacher_forcing(regions, input_ids, self._regions_size)
         regions, projected = self.prepare(regions)
         state = self.init_state(regions)
         emb = self.embed(input_ids[:, :-1])  # (B, T, E) teacher forcing: the true previous words
@@ -276,11 +281,7 @@ class TransformerCaptionDecoder(nn.Module):
         return logits[:, -1], words, weights[:, -1]
 
     def forward(self, regions: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_tensor("regions", regions, 3, size=self._regions_size, dtype="float")
-        check_tensor("input_ids", input_ids, 2, size={0: regions.shape[0]}, dtype="int")
-        if input_ids.shape[1] < 2:
-            raise ValueError(f"input_ids must hold at least 2 tokens ([BOS] and one target), "
-                             f"got shape {tuple(input_ids.shape)}")
+        _check_teacher_forcing(regions, input_ids, self._regions_size)
         return self.decode(input_ids[:, :-1], self.project(regions))  # (B, L-1, V), (B, L-1, N)
 
 
