@@ -24,7 +24,8 @@ LAYERS = [
     {"nn.encoders"},
     {"nn.fusion"},
     {"nn"},
-    {"probes", "keras_port", "captioning", "matching", "vqa", "clip", "moco", "simcse", "pretraining"},
+    {"probes", "keras_port", "captioning", "matching", "vqa", "clip", "moco", "simcse", "pretraining",
+     "distributed"},
 ]
 LAYER_OF = {name: i for i, group in enumerate(LAYERS) for name in group}
 

@@ -1,7 +1,7 @@
 """The neural-network building blocks that the chapter modules assemble into models.
 
 * :mod:`mmutils.nn.layers` – pooling, FiLM, a cross-attention block, coordinate grids, masks.
-* :mod:`mmutils.nn.encoders` – one configurable conv tower, text and audio encoders, a region tagger.
+* :mod:`mmutils.nn.encoders` – one configurable conv tower, text and audio encoders, a region tagger, a dual encoder.
 * :mod:`mmutils.nn.fusion` – early, late, FiLM and cross-attention fusion, modality dropout.
 * :mod:`mmutils.nn.losses` – InfoNCE, CLIP, MoCo, SimCSE and distillation losses.
 
@@ -10,8 +10,8 @@ The main names are re-exported here: ``mm.nn.ConvTower``, ``mm.nn.clip_loss``, .
 from __future__ import annotations
 
 from . import encoders, fusion, layers, losses
-from .encoders import (ConvTower, RegionTagger, RNNTextEncoder, SpectrogramEncoder, TransformerTextEncoder,
-                       WaveformEncoder, resnet18_32, train_region_tagger)
+from .encoders import (ConvTower, DualEncoder, DualEncoderConfig, RegionTagger, RNNTextEncoder, SpectrogramEncoder,
+                       TransformerTextEncoder, WaveformEncoder, resnet18_32, train_region_tagger)
 from .fusion import (STRATEGIES, ConcatFusion, CrossAttentionFusion, FusionClassifier, FusionConfig, LateFusion,
                      modality_dropout)
 from .layers import (AttentionPooling, CrossAttentionBlock, FiLM, GlobalMaxPool1d, causal_mask, coordinate_grid,

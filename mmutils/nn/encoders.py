@@ -4,23 +4,27 @@ Every encoder returns *tokens* (a set of feature vectors) and, where it makes se
 the same module can feed late fusion (pooled) and deep fusion (tokens, e.g. cross-attention over regions).
 Images: :class:`ConvTower`, :func:`resnet18_32`, :class:`RegionTagger` (with :func:`train_region_tagger`);
 text: :class:`RNNTextEncoder`, :class:`TransformerTextEncoder`; audio: :class:`WaveformEncoder`,
-:class:`SpectrogramEncoder`.
+:class:`SpectrogramEncoder`; two towers in one joint space: :class:`DualEncoder` (CLIP, chapters 9 and 18).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_choice, check_float, check_instance, check_int, check_mask
-from ..text import PAD_ID
+from ..checks import (check_choice, check_float, check_instance, check_int, check_mask, check_tensor, check_texts,
+                      config_with)
+from ..runtime import evaluating
+from ..text import PAD_ID, encode_batch
 from ..train import fit, random_batches
 from .layers import masked_mean
+from .losses import CLIP_INIT_LOGIT_SCALE, CLIP_MAX_LOGIT_SCALE, logit_scale_to_scale
 
 __all__ = ["ConvTower", "resnet18_32", "RNNTextEncoder", "TransformerTextEncoder", "WaveformEncoder",
-           "SpectrogramEncoder", "RegionTagger", "train_region_tagger"]
+           "SpectrogramEncoder", "RegionTagger", "train_region_tagger", "DualEncoderConfig", "DualEncoder"]
 
 POOLS = (None, "mean", "max", "meanmax")
 
@@ -305,3 +309,155 @@ def train_region_tagger(tagger: RegionTagger, images: torch.Tensor, labels: Mapp
                   max_steps=steps, lr=lr, desc=desc, **fit_kwargs)
     tagger.eval().requires_grad_(False)
     return history
+
+
+# -- Two towers, one joint space (CLIP) ---------------------------------------
+@dataclass
+class DualEncoderConfig:
+    """Sizes and options of a :class:`DualEncoder`.
+
+    ``image_dim``: width of the image features after pooling (D, or N * D for ``pooling="flatten"``); ``text_dim``:
+    width of the pooled text features; ``embed_dim``: width of the joint space; ``pooling``: ``"mean"`` or ``"flatten"``
+    for region tokens; ``project_text=False`` keeps the text features as they are (needs ``text_dim == embed_dim``, e.g.
+    a locked MiniLM space as in LiT); ``max_length``: padding length of a ``transformers`` tokenizer; the logit scale
+    starts at ``init_logit_scale`` (CLIP: log(1 / 0.07)), is clamped to ``[0, max_logit_scale]`` (CLIP: log 100) and is
+    learned if ``learn_logit_scale``.
+    """
+
+    image_dim: int
+    text_dim: int
+    embed_dim: int = 64
+    pooling: str = "mean"
+    project_text: bool = True
+    max_length: int | None = None
+    init_logit_scale: float = CLIP_INIT_LOGIT_SCALE
+    max_logit_scale: float = CLIP_MAX_LOGIT_SCALE
+    learn_logit_scale: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("image_dim", "text_dim", "embed_dim"):
+            check_int(name, getattr(self, name), min=1)
+        check_choice("pooling", self.pooling, ("mean", "flatten"))
+        if not self.project_text and self.text_dim != self.embed_dim:
+            raise ValueError(f"project_text=False needs text_dim == embed_dim, got {self.text_dim} "
+                             f"and {self.embed_dim}")
+        if self.max_length is not None:
+            check_int("max_length", self.max_length, min=1)
+        check_float("init_logit_scale", self.init_logit_scale, min=0.0,
+                    max=check_float("max_logit_scale", self.max_logit_scale, positive=True))
+
+
+class DualEncoder(nn.Module):
+    """A CLIP dual encoder: two towers, two linear projections, one learnable logit scale.
+
+    ``image_encoder(images)`` returns a vector per image (B, D) or region tokens (B, N, D) (e.g.
+    :class:`mmutils.nn.ConvTower`). Tokens are turned into one vector by ``config.pooling``: ``"mean"`` (global average
+    pooling, which forgets where each region was) or ``"flatten"`` (concatenate the N tokens in grid order, which keeps
+    the layout; the projection then sees every position separately).
+
+    ``text_encoder(*text_inputs)`` returns (B, text_dim) or a tuple whose second item is the pooled (B, text_dim)
+    vector, as the course's text encoders do (``(tokens, pooled)``). A locked, precomputed text tower is
+    ``nn.Identity()`` fed with the embeddings themselves.
+
+    ``tokenizer`` (optional) turns a list of strings into ``text_inputs``: a ``transformers`` tokenizer (then
+    ``(input_ids, attention_mask)`` from :func:`mmutils.text.encode_batch`, padded to ``max_length`` if given) or any
+    callable returning a tensor or a tuple of tensors. It lets :meth:`embed_texts`, :func:`zero_shot_classify` and
+    :func:`relation_swap_accuracy` take plain text.
+
+    ``config`` is a :class:`DualEncoderConfig`; keyword ``overrides`` replace its fields
+    (``DualEncoder(img, txt, image_dim=64, text_dim=64)`` works without one). :meth:`scale` is ``exp(logit_scale)``
+    clamped by :func:`mmutils.nn.losses.logit_scale_to_scale`, so the logits never exceed ``exp(max_logit_scale)``
+    (CLIP: 100) times a cosine.
+    """
+
+    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, config: DualEncoderConfig | None = None,
+                 *, tokenizer=None, **overrides):
+        super().__init__()
+        check_instance("image_encoder", image_encoder, nn.Module)
+        check_instance("text_encoder", text_encoder, nn.Module)
+        if tokenizer is not None and not callable(tokenizer):
+            raise TypeError(f"tokenizer must be a transformers tokenizer or a callable, got {type(tokenizer).__name__}")
+        c = self.config = config_with(DualEncoderConfig, config, overrides)
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_proj = nn.Linear(c.image_dim, c.embed_dim, bias=False)
+        self.text_proj = nn.Linear(c.text_dim, c.embed_dim, bias=False) if c.project_text else nn.Identity()
+        self.logit_scale = nn.Parameter(torch.tensor(float(c.init_logit_scale)), requires_grad=c.learn_logit_scale)
+        self.tokenizer = tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters (where :meth:`tokenize` puts the text inputs)."""
+        return self.logit_scale.device
+
+    def scale(self) -> torch.Tensor:
+        """``exp(logit_scale)`` with the exponent clamped to [0, max_logit_scale]: a scalar tensor."""
+        return logit_scale_to_scale(self.logit_scale, self.config.max_logit_scale)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The image tower, pooled: (B, C, H, W) -> (B, image_dim), before the projection."""
+        out = self.image_encoder(images)
+        out = out[1] if isinstance(out, (tuple, list)) else out
+        if out.ndim == 3:
+            out = out.mean(dim=1) if self.config.pooling == "mean" else out.flatten(1)  # (B, D) or (B, N * D)
+        if out.ndim != 2 or out.shape[1] != self.config.image_dim:
+            raise ValueError(f"image_encoder must give (B, image_dim={self.config.image_dim}) features after "
+                             f"pooling={self.config.pooling!r}, got shape {tuple(out.shape)}")
+        return out
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> unit-length embeddings (B, embed_dim)."""
+        return F.normalize(self.image_proj(self.image_features(images)), dim=-1)
+
+    def encode_text(self, *text_inputs: torch.Tensor) -> torch.Tensor:
+        """Text inputs (e.g. ``ids`` (B, L) and ``mask`` (B, L)) -> unit-length embeddings (B, embed_dim)."""
+        out = self.text_encoder(*text_inputs)
+        out = out[1] if isinstance(out, (tuple, list)) else out
+        if out.ndim != 2 or out.shape[1] != self.config.text_dim:
+            raise ValueError(f"text_encoder must return (B, text_dim={self.config.text_dim}), "
+                             f"got shape {tuple(out.shape)}")
+        return F.normalize(self.text_proj(out), dim=-1)
+
+    def forward(self, images: torch.Tensor, *text_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits_per_image (B, T), logits_per_text (T, B))``: scaled cosine similarities."""
+        img = self.encode_image(images)  # (B, E)
+        txt = self.encode_text(*text_inputs)  # (T, E)
+        logits_per_image = self.scale() * img @ txt.t()
+        return logits_per_image, logits_per_image.t()
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        """Strings -> the text inputs of :meth:`encode_text`, on the model's device."""
+        return self._text_inputs(check_texts("texts", texts))
+
+    def _text_inputs(self, texts: list[str]) -> tuple[torch.Tensor, ...]:
+        if self.tokenizer is None:
+            raise ValueError("this DualEncoder has no tokenizer; pass tokenizer=... to use plain text")
+        from transformers import PreTrainedTokenizerBase
+
+        if isinstance(self.tokenizer, PreTrainedTokenizerBase):
+            out = encode_batch(self.tokenizer, texts, max_length=self.config.max_length)
+        else:
+            out = self.tokenizer(texts)
+        out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        return tuple(t.to(self.device) for t in out)
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+        """Plain strings -> unit-length embeddings (n, embed_dim), in eval mode without gradients."""
+        return self._embed_texts(check_texts("texts", texts), check_int("batch_size", batch_size, min=1))
+
+    def embed_images(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Images (n, C, H, W) -> unit-length embeddings (n, embed_dim), in eval mode without gradients."""
+        return self._embed_images(check_tensor("images", images, 4, dtype="float"),
+                                  check_int("batch_size", batch_size, min=1))
+
+    def _embed_texts(self, texts: list[str], batch_size: int) -> torch.Tensor:
+        with evaluating(self):
+            parts = [self.encode_text(*self._text_inputs(texts[k:k + batch_size]))
+                     for k in range(0, len(texts), batch_size)]
+        return torch.cat(parts)
+
+    def _embed_images(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+        with evaluating(self):
+            parts = [self.encode_image(images[k:k + batch_size].to(self.device))
+                     for k in range(0, images.shape[0], batch_size)]
+        return torch.cat(parts)
