@@ -201,6 +201,29 @@ class AttentionDecoder(nn.Module):
         return self._logits(hs, context, emb), weights  # (B, T, V), (B, T, N)
 
 
+def _split_heads(attn: nn.MultiheadAttention, z: torch.Tensor) -> torch.Tensor:
+    """(B, n, d) -> (B, H, n, d / H), the heads of ``attn`` side by side."""
+    b, n, d = z.shape
+    return z.view(b, n, attn.num_heads, d // attn.num_heads).transpose(1, 2)
+
+
+def _keys_values(attn: nn.MultiheadAttention, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values ``attn`` computes from z (B, n, d): two (B, H, n, d / H) tensors."""
+    _, w_k, w_v = attn.in_proj_weight.chunk(3)
+    _, b_k, b_v = attn.in_proj_bias.chunk(3)
+    return _split_heads(attn, F.linear(z, w_k, b_k)), _split_heads(attn, F.linear(z, w_v, b_v))
+
+
+def _attend(attn: nn.MultiheadAttention, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+    """What ``attn(x, z, z)`` computes (no mask) from ``keys, values = _keys_values(attn, z)``:
+    x (B, T, d) -> (output (B, T, d), weights averaged over the heads (B, T, n))."""
+    w_q, b_q = attn.in_proj_weight.chunk(3)[0], attn.in_proj_bias.chunk(3)[0]
+    q = _split_heads(attn, F.linear(x, w_q, b_q))  # (B, H, T, d_h)
+    alpha = (q @ keys.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1)  # (B, H, T, n)
+    z = (alpha @ values).transpose(1, 2).flatten(2)  # (B, T, d) the heads' outputs side by side
+    return attn.out_proj(z), alpha.mean(dim=1)
+
+
 class _DecoderBlock(nn.Module):
     """Pre-norm Transformer decoder block: causal self-attention, cross-attention, MLP, each residual."""
 
@@ -212,11 +235,25 @@ class _DecoderBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, causal: torch.Tensor):
+        """All positions at once: x (B, T, d), memory (B, N, d), causal (T, T) bool (True = hidden) ->
+        (x (B, T, d), cross-attention weights averaged over the heads (B, T, N))."""
         h = self.norm1(x)  # (B, T, d)
         x = x + self.self_attn(h, h, h, attn_mask=causal, need_weights=False)[0]
         context, weights = self.cross_attn(self.norm2(x), memory, memory)  # (B, T, d), (B, T, N) mean of heads
         x = x + context
         return x + self.mlp(self.norm3(x)), weights
+
+    def step(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], cache: tuple[torch.Tensor, ...]):
+        """One new position: x (B, 1, d), the cross-attention's keys and values of the memory
+        (``_keys_values(self.cross_attn, memory)``), ``cache`` the self-attention's keys and values of the t earlier
+        positions, each (B, H, t, d_h) -> (x (B, 1, d), weights (B, 1, N), the cache of t + 1 positions). The new
+        position attends to the earlier ones and to itself, which is what the causal mask allows it in ``forward``."""
+        h = self.norm1(x)  # (B, 1, d)
+        keys, values = (torch.cat([past, new], dim=2) for past, new in zip(cache, _keys_values(self.self_attn, h)))
+        x = x + _attend(self.self_attn, h, keys, values)[0]
+        context, weights = _attend(self.cross_attn, self.norm2(x), *memory_kv)
+        x = x + context
+        return x + self.mlp(self.norm3(x)), weights, (keys, values)
 
 
 class TransformerCaptionDecoder(nn.Module):
@@ -231,8 +268,11 @@ class TransformerCaptionDecoder(nn.Module):
     ``forward(regions, input_ids)`` is teacher-forced like :meth:`AttentionDecoder.forward`: regions
     (B, N, region_dim), input_ids (B, L) starting with ``[BOS]``, L - 1 <= ``max_len`` -> (logits (B, L - 1, V),
     cross-attention weights of the last block, averaged over heads, (B, L - 1, N)). ``step`` has the interface of
-    :meth:`AttentionDecoder.step` (so :func:`greedy_decode` and :func:`beam_search` run it): its state is the
-    (B, t) words fed so far, and each step re-runs the decoder on them (captions here are short).
+    :meth:`AttentionDecoder.step` (so :func:`greedy_decode` and :func:`beam_search` run it). Its state is a
+    key/value cache: per block, the self-attention's keys and values of the t positions fed so far, each
+    (B, heads, t, dim / heads), a flat tuple of 2 * layers tensors; :meth:`prepare` computes the cross-attention's
+    keys and values of the regions once. A step runs the new word's position only, which gives the logits of a full
+    teacher-forced pass over the prefix (up to rounding) at a fraction of its cost.
     """
 
     def __init__(self, vocab_size: int, region_dim: int, *, dim: int = 64, layers: int = 2, heads: int = 4,
@@ -255,13 +295,17 @@ class TransformerCaptionDecoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, vocab_size)
 
-    def prepare(self, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N, region_dim) -> (the regions, the memory W_r r (B, N, dim))."""
-        return regions, self.project(regions)
+    def prepare(self, regions: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """Per-image work done once for :meth:`step`: (B, N, region_dim) -> (the regions, per block the
+        cross-attention's keys and values of the memory ``W_r r``, each (B, heads, N, dim / heads))."""
+        memory = self.project(regions)  # (B, N, dim)
+        return regions, tuple(_keys_values(block.cross_attn, memory) for block in self.blocks)
 
-    def init_state(self, regions: torch.Tensor) -> torch.Tensor:
-        """The empty prefix: (B, 0) int64."""
-        return torch.zeros(regions.shape[0], 0, dtype=torch.long, device=regions.device)
+    def init_state(self, regions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The empty prefix: empty keys and values (B, heads, 0, dim / heads), two per block."""
+        heads = self.blocks[0].self_attn.num_heads
+        empty = regions.new_zeros(regions.shape[0], heads, 0, self.dim // heads)
+        return (empty,) * (2 * len(self.blocks))
 
     def decode(self, input_ids: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Words (B, T) and memory (B, N, dim) -> (logits (B, T, V), last block's weights (B, T, N))."""
@@ -274,11 +318,19 @@ class TransformerCaptionDecoder(nn.Module):
             x, weights = block(x, memory, causal)
         return self.out(self.norm(x)), weights
 
-    def step(self, tokens: torch.Tensor, state: torch.Tensor, regions: torch.Tensor, projected: torch.Tensor):
-        """tokens (B,) the previous word, state (B, t) the words before it -> (logits (B, V), (B, t + 1), (B, N))."""
-        words = torch.cat([state, tokens[:, None]], dim=1)  # (B, t + 1)
-        logits, weights = self.decode(words, projected)
-        return logits[:, -1], words, weights[:, -1]
+    def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...], regions: torch.Tensor,
+             projected: torch.Tensor):
+        """tokens (B,) the previous word, state the cache of the t words before it (:meth:`init_state`),
+        ``regions, projected = prepare(raw_regions)`` -> (logits (B, V), the cache of t + 1 words, weights (B, N))."""
+        t = state[0].shape[2]
+        if t >= self.max_len:
+            raise ValueError(f"the decoder reads at most max_len={self.max_len} input words, got a state of {t}")
+        x = (self.embed(tokens) + self.positions[t])[:, None]  # (B, 1, d) the new position only
+        cache = []
+        for i, (block, memory_kv) in enumerate(zip(self.blocks, projected)):
+            x, weights, keys_values = block.step(x, memory_kv, state[2 * i:2 * i + 2])
+            cache += keys_values  # each (B, H, t + 1, d_h)
+        return self.out(self.norm(x[:, 0])), tuple(cache), weights[:, 0]
 
     def forward(self, regions: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _check_teacher_forcing(regions, input_ids, self._regions_size)

@@ -322,12 +322,15 @@ def test_transformer_teacher_forcing_equals_stepping():
         logits, w = dec(regions, ids)
         r, memory = dec.prepare(regions)
         state = dec.init_state(r)
-        assert state.shape == (3, 0)
+        assert [s.shape for s in state] == [(3, 3, 0, 4)] * 4  # empty keys and values per block
         for t in range(ids.shape[1] - 1):
             step_logits, state, step_w = dec.step(ids[:, t], state, r, memory)
             assert torch.allclose(step_logits, logits[:, t], atol=1e-5)
             assert torch.allclose(step_w, w[:, t], atol=1e-5)
-        assert torch.equal(state, ids[:, :-1])
+        assert [s.shape for s in state] == [(3, 3, ids.shape[1] - 1, 4)] * 4
+        with pytest.raises(ValueError, match="max_len=16"):  # the cache is full after max_len words
+            state = tuple(s[:, :, :1].expand(-1, -1, 16, -1) for s in state)
+            dec.step(ids[:, 0], state, r, memory)
 
 
 def test_transformer_cross_attention_reference():
