@@ -330,6 +330,27 @@ def test_model_bad_input(call, error, match):
         call(_model(), *_batch(3))
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_match_pairs_equals_match_on_the_gathered_pairs(layers):
+    model = _model(fusion_layers=layers)
+    regions, ids, mask = _batch(5)
+    image, (text, _) = model.encode_image(regions), model.encode_text(ids, mask)
+    image_index, text_index = torch.tensor([0, 1, 2, 3, 4, 0, 4, 4]), torch.tensor([0, 1, 2, 3, 4, 3, 0, 4])
+    expected = model.match(image[image_index], text[text_index], mask[text_index])  # one fusion pass per pair
+    torch.testing.assert_close(model.match_pairs(image, text, mask, image_index, text_index), expected)
+
+
+@pytest.mark.parametrize("image_index, text_index, error, match", [
+    (torch.tensor([0.0, 1.0]), torch.tensor([0, 1]), TypeError, "image_index"),
+    (torch.tensor([0, 1]), torch.tensor([0, 1, 2]), ValueError, "text_index"),
+])
+def test_match_pairs_bad_input(image_index, text_index, error, match):
+    model = _model()
+    regions, ids, mask = _batch(3)
+    with pytest.raises(error, match=match):
+        model.match_pairs(model.encode_image(regions), model.encode_text(ids, mask)[0], mask, image_index, text_index)
+
+
 def test_mining_bad_input():
     with pytest.raises(ValueError, match="similarity"):  # not square
         P.mine_hard_negatives(torch.zeros(3, 4))
