@@ -92,7 +92,7 @@ class LateFusion(nn.Module):
 
 
 class CrossAttentionFusion(nn.Module):
-    """Deep fusion (ViLT/ALBEF, Kim et al., 2021; Li et al., 2021): ``layers`` cross-attention blocks, a LayerNorm.
+    """Deep fusion with cross-attention (as in ALBEF, Li et al., 2021): ``layers`` cross-attention blocks, a LayerNorm.
 
     ``forward(text_tokens, image_tokens, text_mask=None, image_mask=None)``: text (B, L, dim), image
     (B, N, dim), masks (B, L), (B, N) (true = real) -> (fused text (B, L, dim), last block's attention
