@@ -165,14 +165,10 @@ class MultiObjectiveModel(nn.Module):
         mask = check_mask("text_mask", text_mask, text_tokens)  # (B, L) bool
         check_tensor("image_index", image_index, 1, dtype="int")
         check_tensor("text_index", text_index, 1, size={0: image_index.shape[0]}, dtype="int")  # one per pair
-        first, *rest = self.fusion.blocks  # CrossAttentionBlock: self-attention, cross-attention, MLP
-        h = first.norm_self(text_tokens)
-        text = text_tokens + first.self_attn(h, h, h, key_padding_mask=~mask, need_weights=False)[0]  # (B, L, dim)
+        first, *rest = self.fusion.blocks  # CrossAttentionBlock: read_text, then read_image
+        text = first.read_text(text_tokens, mask)  # (B, L, dim): once per text
         text, mask, image = text[text_index], mask[text_index], image_tokens[image_index]  # (P, L, dim) ...
-        h = first.norm_cross(text)
-        # need_weights=True as in the block (its explicit attention is faster than SDPA at these sizes on a CPU)
-        x = text + first.cross_attn(h, image, image, need_weights=True)[0]
-        x = x + first.mlp(first.norm_mlp(x))
+        x, _ = first.read_image(text, image)  # (P, L, dim)
         for block in rest:
             x, _ = block(x, image, mask)
         fused = self.fusion.norm(x)  # (P, L, dim)

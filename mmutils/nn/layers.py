@@ -82,7 +82,9 @@ class CrossAttentionBlock(nn.Module):
 
     ``forward(text, image, text_mask, image_mask=None)``: text (B, L, dim), image (B, N, dim), bool masks
     (B, L), (B, N) (true = real) -> (text (B, L, dim), attention averaged over heads (B, L, N)). A row with
-    no valid region leaves the text unchanged by the cross-attention, with zero attention.
+    no valid region leaves the text unchanged by the cross-attention, with zero attention. ``forward`` is
+    :meth:`read_text` then :meth:`read_image`; the first does not see the image, so a caller that pairs one text
+    with several images can run it once per text.
     """
 
     def __init__(self, dim: int, heads: int):
@@ -94,8 +96,17 @@ class CrossAttentionBlock(nn.Module):
 
     def forward(self, text: torch.Tensor, image: torch.Tensor, text_mask: torch.Tensor,
                 image_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.read_image(self.read_text(text, text_mask), image, image_mask)
+
+    def read_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The self-attention residual: text (B, L, dim), bool mask (B, L) -> (B, L, dim)."""
         h = self.norm_self(text)
-        text = text + self.self_attn(h, h, h, key_padding_mask=~text_mask, need_weights=False)[0]
+        return text + self.self_attn(h, h, h, key_padding_mask=~text_mask, need_weights=False)[0]
+
+    def read_image(self, text: torch.Tensor, image: torch.Tensor,
+                   image_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention and MLP residuals: text (B, L, dim) from :meth:`read_text`, image (B, N, dim),
+        optional bool mask (B, N) -> (text (B, L, dim), attention averaged over heads (B, L, N))."""
         h = self.norm_cross(text)
         if image_mask is None:
             out, attn = self.cross_attn(h, image, image, need_weights=True, average_attn_weights=True)
