@@ -182,6 +182,8 @@ def train(*, out: str | os.PathLike, steps: int = 200, batch_size: int = 64, gat
     if checkpoint_at is not None:
         check_int("checkpoint_at", checkpoint_at, min=1, max=steps - 1)
     out = Path(out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)  # rank 0 writes every file
     local = batch_size // size
 
     pairs = make_data(n_train, seed=seed)
@@ -209,7 +211,6 @@ def train(*, out: str | os.PathLike, steps: int = 200, batch_size: int = 64, gat
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if step == start and rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
             torch.save({n: p.grad.clone() for n, p in model.named_parameters()}, out / "grads_step0.pt")
         optimizer.step()
         logged = loss.detach().clone()
@@ -226,7 +227,6 @@ def train(*, out: str | os.PathLike, steps: int = 200, batch_size: int = 64, gat
     history = {"loss": losses, "first_step": start, "steps": steps, "batch_size": batch_size,
                "processes": size, "gather": gather, "lr": lr, "seed": seed}
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "history.json").write_text(json.dumps(history))
         torch.save(model.state_dict(), out / "final.pt")
     return history
