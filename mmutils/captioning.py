@@ -271,8 +271,8 @@ class TransformerCaptionDecoder(nn.Module):
     :meth:`AttentionDecoder.step` (so :func:`greedy_decode` and :func:`beam_search` run it). Its state is a
     key/value cache: per block, the self-attention's keys and values of the t positions fed so far, each
     (B, heads, t, dim / heads), a flat tuple of 2 * layers tensors; :meth:`prepare` computes the cross-attention's
-    keys and values of the regions once. A step runs the new word's position only, which gives the logits of a full
-    teacher-forced pass over the prefix (up to rounding) at a fraction of its cost.
+    keys and values of the regions once. A step runs the new word's position only, which gives the last-position
+    logits of a full teacher-forced pass over the prefix (up to rounding) at a fraction of its cost.
     """
 
     def __init__(self, vocab_size: int, region_dim: int, *, dim: int = 64, layers: int = 2, heads: int = 4,
@@ -319,7 +319,7 @@ class TransformerCaptionDecoder(nn.Module):
         return self.out(self.norm(x)), weights
 
     def step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, ...], regions: torch.Tensor,
-             projected: torch.Tensor):
+             projected: tuple[tuple[torch.Tensor, torch.Tensor], ...]):
         """tokens (B,) the previous word, state the cache of the t words before it (:meth:`init_state`),
         ``regions, projected = prepare(raw_regions)`` -> (logits (B, V), the cache of t + 1 words, weights (B, N))."""
         t = state[0].shape[2]

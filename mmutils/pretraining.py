@@ -158,9 +158,11 @@ class MultiObjectiveModel(nn.Module):
         """ITM logits (P,) of the pairs (image ``image_index[k]``, text ``text_index[k]``) of a batch.
 
         ``image_tokens`` (B, N, dim), ``text_tokens`` (B, L, dim), ``text_mask`` (B, L), both indices (P,) ints.
-        Equal to ``match(image_tokens[image_index], text_tokens[text_index], text_mask[text_index])``, but cheaper when
-        a text occurs in several pairs (ITM pairs each caption with its image and with a negative): the first fusion
-        block's self-attention sees no image, so it runs once per text and is gathered into the pairs.
+        Equal, up to floating-point rounding, to
+        ``match(image_tokens[image_index], text_tokens[text_index], text_mask[text_index])``, but cheaper when a text
+        occurs in several pairs (ITM pairs each caption with its image and with a negative image, and may use it as
+        another image's negative text): the first fusion block's self-attention sees no image, so it runs once per
+        text and is gathered into the pairs.
         """
         mask = check_mask("text_mask", text_mask, text_tokens)  # (B, L) bool
         check_tensor("image_index", image_index, 1, dtype="int")
@@ -336,7 +338,7 @@ def pretraining_loss(model: MultiObjectiveModel, images: torch.Tensor, ids: torc
             sim = image_tokens.new_zeros(b, b).float()  # equal scores: uniform draws
         neg_text, neg_image = mine_hard_negatives(sim, key_id, generator)
         pos = torch.arange(b, device=ids.device)
-        # the 3B pairs: (image i, text i), (image i, negative text), (negative image, text j)
+        # the 3B pairs: (image i, text i), (image i, negative text of image i), (negative image of text i, text i)
         image_index = torch.cat([pos, pos, neg_image])  # (3B,)
         text_index = torch.cat([pos, neg_text, pos])  # (3B,)
         logits = model.match_pairs(image_tokens, text_tokens, mask, image_index, text_index)  # (3B,)
