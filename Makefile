@@ -8,7 +8,7 @@
 #   make seeds    every notebook under seeds 1 and 2 (MMUTILS_SEED), pass/fail into bench/seeds.md
 #   make student  student copies of the notebooks (no solutions, "your turn" stubs) into student/
 #   make site-check  build the book, open every page in headless Chromium, fail on a console error
-#   make clean    remove build outputs and caches (make distclean: the venv too)
+#   make clean    remove build outputs and caches, trained models cached in .cache included (make distclean: the venv too)
 # Every target creates .venv and installs the tested versions first if needed.
 
 SHELL   := bash
@@ -65,7 +65,7 @@ site-check: book
 	$(BIN)/python tests/tools/site_check.py
 
 clean:
-	rm -rf _build student .pytest_cache .jupyter_cache
+	rm -rf _build student .pytest_cache .jupyter_cache .cache
 	find . -path ./$(VENV) -prune -o \
 		\( -name __pycache__ -o -name .ipynb_checkpoints -o -name .pytest_cache \) \
 		-type d -prune -exec rm -rf {} +
