@@ -1,0 +1,656 @@
+"""Text-to-image generation on ShapesWorld: the oracle that judges generated images, the rectified-flow
+noising step and sampler, classifier-free guidance, and the small generators (chapters 6 to 8).
+
+Judging: :class:`Oracle` (a per-cell classifier with exact ShapesWorld labels) reads an image back into a
+:class:`~mmutils.world.Scene`; :func:`prompt_fidelity` scores it against the prompt's facts, and
+:func:`oracle_fid` is the Fréchet distance (Heusel et al., 2017) on the oracle's penultimate features.
+Generating: :func:`flow_noise` and :func:`euler_sample` (rectified flow, Liu et al., 2023; flow matching,
+Lipman et al., 2023), :func:`ddpm_noise` (Ho et al., 2020), :func:`guided` (classifier-free guidance,
+Ho & Salimans, 2022), a patchify :class:`PatchAutoencoder` and a FiLM :class:`FlowUNet` that works in its
+latent grid (latent diffusion, Rombach et al., 2022). Models that later chapters share are trained once,
+deterministically, and cached on disk by :func:`cached_state` (``.cache/`` at the repository root, or the
+folder named by ``MMUTILS_CACHE``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import (
+    check_float,
+    check_instance,
+    check_int,
+    check_tensor,
+    check_texts,
+    config_with,
+)
+from .nn.encoders import ConvTower, TransformerTextEncoder
+from .nn.layers import FiLM
+from .train import fit, random_batches
+from .world import COLORS, SHAPES, SIZES, Obj, Scene, cell_labels, decode_cell_label
+from .world.language import desc_matches, facts_hold, parse_caption
+
+__all__ = [
+    "CACHE_VARIABLE",
+    "FlowUNet",
+    "FlowUNetConfig",
+    "Oracle",
+    "OracleConfig",
+    "PatchAutoencoder",
+    "cache_dir",
+    "cached_state",
+    "ddpm_alphas_cumprod",
+    "ddpm_noise",
+    "euler_sample",
+    "flow_loss",
+    "flow_noise",
+    "flow_sigmas",
+    "flow_target",
+    "frechet_distance",
+    "guided",
+    "load_autoencoder",
+    "load_oracle",
+    "oracle_accuracy",
+    "oracle_fid",
+    "prompt_fidelity",
+    "sample_latents",
+    "scene_images",
+    "train_autoencoder",
+    "train_oracle",
+]
+
+CACHE_VARIABLE = "MMUTILS_CACHE"
+BACKGROUND = 16 / 255  # the renderer's background grey, in [0, 1]
+
+
+# ---- Cache -------------------------------------------------------------------
+def cache_dir() -> Path:
+    """The folder of cached models: ``$MMUTILS_CACHE`` if set, else ``.cache/`` at the repository root."""
+    env = os.environ.get(CACHE_VARIABLE)
+    if env:
+        return Path(env)
+    import mmutils
+
+    return Path(mmutils.__file__).resolve().parents[1] / ".cache"
+
+
+def cached_state(name: str, key: dict, build: Callable[[], nn.Module]) -> dict:
+    """The ``state_dict`` of the model ``build()`` trains, from the cache if it holds one for ``key``.
+
+    ``key``: everything that determines the weights (recipe version, seed, steps, config), JSON-serializable;
+    the file is ``<name>-<sha1 of key>.pt``. ``build`` runs under :func:`torch.random.fork_rng` after
+    ``torch.manual_seed(key["seed"])``, so a cold cache gives the same weights as a warm one and leaves the
+    caller's random state as a warm cache does.
+    """
+    check_instance("name", name, str)
+    check_instance("key", key, dict)
+    check_int('key["seed"]', key.get("seed"), min=0)
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / f"{name}-{digest}.pt"
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(key["seed"])
+        state = {k: v.detach().cpu().clone() for k, v in build().state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return state
+
+
+def scene_images(scenes: Sequence[Scene], size: int = 32) -> torch.Tensor:
+    """Rendered scenes as float images (n, 3, size, size) in [0, 1]."""
+    from .data import to_tensor_images
+    from .world import render
+
+    return to_tensor_images(render(list(scenes), size=size))
+
+
+# ---- The oracle --------------------------------------------------------------
+@dataclass(frozen=True)
+class OracleConfig:
+    """The oracle: a :class:`~mmutils.nn.encoders.ConvTower` to a ``grid`` x ``grid`` map, then per cell an
+    ``embed``-wide layer (the penultimate features) and a label (empty or shape x color x size) and the
+    object centre's offset in the cell."""
+
+    widths: tuple[int, ...] = (32, 64, 96, 96)
+    strides: tuple[int, ...] = (2, 2, 2, 1)
+    embed: int = 16
+    grid: int = 4
+    image_size: int = 32
+
+
+ATTRIBUTES = {"shape": SHAPES, "color": COLORS, "size": SIZES}
+
+
+class Oracle(nn.Module):
+    """Reads ShapesWorld images back into scenes: which object (shape, color, size) sits in which cell, and where.
+
+    ``forward(images)``: (B, 3, H, W) in [0, 1] -> a dict of per-cell outputs, cells row-major: ``"object"``
+    logits (B, grid²) that an object's centre is in the cell, ``"shape"``, ``"color"``, ``"size"`` logits
+    (B, grid², n_values) and ``"offset"`` (B, grid², 2), the centre's (x, y) within the cell in [0, 1].
+    ``features(images)`` -> the penultimate features (B, grid² * embed), which keep where things are;
+    ``read(images)`` -> one :class:`~mmutils.world.Scene` per image, its objects ordered by confidence:
+    cells whose probability exceeds ``threshold`` (low, because an object whose centre is near a border
+    splits its probability over two cells), most confident first, each dropped if its (shape, color) was
+    already read or its centre is within ``min_gap`` of one already read (on both axes; sampled objects are
+    at least 0.3 apart), as non-maximum suppression in a detector.
+    """
+
+    threshold = 0.1
+    min_gap = 0.2
+
+    def __init__(self, config: OracleConfig | None = None, **overrides):
+        super().__init__()
+        cfg = self.config = config_with(OracleConfig, config, overrides)
+        self.tower = ConvTower(3, cfg.widths, strides=cfg.strides)
+        self.embed = nn.Sequential(nn.Conv2d(self.tower.channels, cfg.embed, 1), nn.ReLU())
+        self.sizes = {"object": 1, **{a: len(v) for a, v in ATTRIBUTES.items()}, "offset": 2}
+        self.head = nn.Conv2d(cfg.embed, sum(self.sizes.values()), 1)
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.tower.grid(images))  # (B, embed, grid, grid)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self._embed(images).flatten(1)  # (B, embed * grid * grid)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.head(self._embed(images)).flatten(2).transpose(1, 2)  # (B, grid², 1 + 6 + 6 + 2 + 2)
+        parts = dict(zip(self.sizes, out.split(list(self.sizes.values()), dim=-1)))
+        parts["object"] = parts["object"].squeeze(-1)  # (B, grid²)
+        parts["offset"] = parts["offset"].sigmoid()  # (B, grid², 2)
+        return parts
+
+    @torch.no_grad()
+    def read(self, images: torch.Tensor) -> list[Scene]:
+        check_tensor("images", images, 4, size={1: 3}, dtype="float")
+        grid = self.config.grid
+        out = self(images)
+        conf = out["object"].float().sigmoid()  # (B, grid²): probability that an object's centre is there
+        values = {a: out[a].argmax(-1) for a in ATTRIBUTES}  # (B, grid²) each
+        scenes = []
+        for b in range(len(images)):
+            cells = [c for c in conf[b].argsort(descending=True).tolist() if conf[b, c] > self.threshold]
+            objs = {}  # (shape, color) -> object: a scene holds each pair once; keep the most confident
+            for c in cells:
+                o = Obj(*(ATTRIBUTES[a][values[a][b, c]] for a in ATTRIBUTES),
+                        (c % grid + float(out["offset"][b, c, 0])) / grid,
+                        (c // grid + float(out["offset"][b, c, 1])) / grid)
+                if all(max(abs(o.x - k.x), abs(o.y - k.y)) > self.min_gap for k in objs.values()):
+                    objs.setdefault(o.desc[:2], o)
+            scenes.append(Scene(tuple(objs.values())))
+        return scenes
+
+
+def _oracle_targets(scenes: Sequence[Scene], grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell labels (n, grid²) of :func:`~mmutils.world.cell_labels` and centre offsets in the cell (n, grid², 2)."""
+    labels = cell_labels(scenes, grid)
+    offsets = torch.zeros(len(scenes), grid * grid, 2)
+    for i, scene in enumerate(scenes):
+        for o in scene.objects:
+            r, c = min(int(o.y * grid), grid - 1), min(int(o.x * grid), grid - 1)
+            offsets[i, r * grid + c] = torch.tensor([o.x * grid - c, o.y * grid - r])
+    return labels, offsets
+
+
+def _oracle_loss(model: Oracle, batch) -> torch.Tensor:
+    images, labels, offsets = batch
+    out = model(images)
+    full = labels > 0  # (B, grid²): attributes and offsets are learned where an object sits
+    loss = F.binary_cross_entropy_with_logits(out["object"], full.float())
+    for a, v in decode_cell_label(labels).items():
+        loss = loss + F.cross_entropy(out[a][full], v[full] - 1)
+    return loss + 4 * F.l1_loss(out["offset"][full], offsets[full])
+
+
+def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: int = 500, batch_size: int = 64,
+                 lr: float = 3e-3, max_objects: int = 2, seed: int = 0, progress: bool = False) -> Oracle:
+    """A new :class:`Oracle` trained on ``n`` random scenes (1 to ``max_objects`` objects, seed ``seed``).
+
+    AdamW with a one-cycle learning rate peaking at ``lr`` for ``steps`` steps of ``batch_size``; per cell,
+    a binary cross-entropy on "an object is here", cross-entropies on its attributes and an L1 loss on its
+    centre offset. Returned in eval mode.
+    """
+    from .world import sample_scenes
+
+    cfg = config or OracleConfig()
+    scenes = sample_scenes(check_int("n", n, min=1), max_objects=check_int("max_objects", max_objects, min=1),
+                           seed=check_int("seed", seed, min=0))
+    labels, offsets = _oracle_targets(scenes, cfg.grid)
+    model = Oracle(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    batches = random_batches(scene_images(scenes, cfg.image_size), labels, offsets, batch_size=batch_size,
+                             seed=seed)
+    fit(model, _oracle_loss, batches, max_steps=steps, optimizer=opt, scheduler=sched, progress=progress,
+        desc="oracle")
+    return model.eval()
+
+
+ORACLE_RECIPE = "oracle-v1"
+
+
+def load_oracle(seed: int = 0, *, steps: int = 500, progress: bool = False) -> Oracle:
+    """The oracle of :func:`train_oracle` for ``seed``, trained once and cached (see :func:`cached_state`)."""
+    seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
+    cfg = OracleConfig()
+    key = {"recipe": ORACLE_RECIPE, "seed": seed, "steps": steps, "config": asdict(cfg)}
+    state = cached_state("oracle", key, lambda: train_oracle(cfg, steps=steps, seed=seed, progress=progress))
+    model = Oracle(cfg)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _same_objects(read: Scene, true: Scene, tolerance: float) -> bool:
+    """Whether ``read`` holds exactly the objects of ``true``, each centre within ``tolerance`` on both axes."""
+    if sorted(o.desc for o in read.objects) != sorted(o.desc for o in true.objects):
+        return False
+    found = {o.desc: o for o in read.objects}
+    return all(abs(found[o.desc].x - o.x) < tolerance and abs(found[o.desc].y - o.y) < tolerance
+               for o in true.objects)
+
+
+@torch.no_grad()
+def oracle_accuracy(oracle: Oracle, scenes: Sequence[Scene], tolerance: float = 0.1) -> dict[str, float]:
+    """How well ``oracle`` reads real images of ``scenes``: per object, its shape, color, size read at its
+    cell; ``"scene"``: exactly the scene's objects found, each centre within ``tolerance`` (a fraction of
+    the image side) of the truth on both axes."""
+    check_instance("oracle", oracle, Oracle)
+    check_instance("scenes", scenes, (list, tuple))
+    grid = oracle.config.grid
+    images = scene_images(scenes, oracle.config.image_size)
+    labels, _ = _oracle_targets(scenes, grid)
+    out = oracle(images)
+    full = labels > 0
+    out = {a: (out[a].argmax(-1)[full] == v[full] - 1).float().mean().item()
+           for a, v in decode_cell_label(labels).items()}
+    read = oracle.read(images)
+    out["scene"] = sum(_same_objects(r, s, tolerance) for r, s in zip(read, scenes)) / len(scenes)
+    return out
+
+
+def prompt_fidelity(oracle: Oracle, images: torch.Tensor, prompts: Sequence[str], *,
+                    reduction: str = "mean") -> dict[str, float] | dict[str, torch.Tensor]:
+    """How faithful generated ``images`` (n, 3, H, W) in [0, 1] are to their ``prompts`` (n captions).
+
+    The oracle reads each image into a scene; for each object the prompt names, the read object that
+    matches most of its attributes is compared with it: ``"shape"``, ``"color"``, ``"size"`` are the
+    fractions of named objects with that attribute right; ``"objects"``: every named object is there;
+    ``"all"``: every fact of the prompt holds, relations included (:func:`~mmutils.world.facts_hold`).
+    ``reduction="none"`` returns per-image float tensors (n,) (the attributes averaged over the objects
+    of each prompt) instead of means.
+    """
+    check_instance("oracle", oracle, Oracle)
+    check_tensor("images", images, 4, size={1: 3}, dtype="float")
+    prompts = check_texts("prompts", prompts)
+    if len(prompts) != len(images):
+        raise ValueError(f"prompts must give one caption per image ({len(images)}), got {len(prompts)}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    scenes = oracle.read(images)
+    rows = {k: [] for k in ("shape", "color", "size", "objects", "all")}
+    for prompt, scene in zip(prompts, scenes):
+        facts = parse_caption(prompt)
+        named = [f[1] for f in facts if f[0] == "exists"]
+        hits = {a: [] for a in ("shape", "color", "size")}
+        for desc in named:
+            best = max(scene.objects, key=lambda o: sum(p == v for p, v in zip(desc, o.desc)), default=None)
+            for k, a in enumerate(("shape", "color", "size")):
+                if desc[k] is not None:
+                    hits[a].append(best is not None and best.desc[k] == desc[k])
+        for a, h in hits.items():
+            rows[a].append(sum(h) / len(h) if h else float("nan"))
+        rows["objects"].append(float(all(any(desc_matches(d, o.desc) for o in scene.objects) for d in named)))
+        rows["all"].append(float(facts_hold(facts, scene)))
+    per = {k: torch.tensor(v) for k, v in rows.items()}
+    if reduction == "none":
+        return per
+    return {k: v[~v.isnan()].mean().item() for k, v in per.items()}
+
+
+# ---- Fréchet distance --------------------------------------------------------
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of features (n, d) and (m, d) (Heusel et al., 2017).
+
+    ``||mu_a - mu_b||² + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` with unbiased covariances, in float64.
+    """
+    check_tensor("features_a", features_a, 2, dtype="float")
+    check_tensor("features_b", features_b, 2, size={1: features_a.shape[1]}, dtype="float")
+    if len(features_a) < 2 or len(features_b) < 2:
+        raise ValueError("features_a and features_b need at least 2 rows each")
+    a, b = features_a.double(), features_b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    sqrt_trace = torch.linalg.eigvals(cov_a @ cov_b).sqrt().real.sum()  # Tr((S_a S_b)^{1/2})
+    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * sqrt_trace)
+
+
+class _Features(nn.Module):
+    """The oracle's penultimate features as a torchmetrics feature extractor."""
+
+    def __init__(self, oracle: Oracle):
+        super().__init__()
+        self.oracle = oracle
+        self.num_features = oracle.config.embed * oracle.config.grid ** 2
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.oracle.features(images)
+
+
+@torch.no_grad()
+def oracle_fid(oracle: Oracle, real: torch.Tensor, fake: torch.Tensor) -> float:
+    """The idea of FID without an Inception download: torchmetrics' ``FrechetInceptionDistance`` with the
+    oracle's penultimate features, between ``real`` and ``fake`` images (n, 3, H, W) in [0, 1]."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    check_instance("oracle", oracle, Oracle)
+    check_tensor("real", real, 4, size={1: 3}, dtype="float")
+    check_tensor("fake", fake, 4, size={1: 3}, dtype="float")
+    metric = FrechetInceptionDistance(feature=_Features(oracle.eval()), normalize=True)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return float(metric.compute())
+
+
+# ---- Noising and sampling ----------------------------------------------------
+def _check_t(name: str, t, like: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != len(like)):
+        raise ValueError(f"{name} must be a number or a tensor (B,) with B = {len(like)}, got shape {tuple(t.shape)}")
+    if ((t < 0) | (t > 1)).any():
+        raise ValueError(f"{name} must lie in [0, 1]")
+    return t.reshape(-1, *([1] * (like.ndim - 1))) if t.ndim else t
+
+
+def flow_noise(x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+    """The rectified-flow path (Liu et al., 2023; Lipman et al., 2023): ``x_t = (1 - t) x0 + t noise``.
+
+    ``x0``, ``noise``: (B, ...); ``t`` in [0, 1], a number or (B,). t = 0 is data, t = 1 pure noise
+    (the convention of ``diffusers``' ``FlowMatchEulerDiscreteScheduler``, whose sigma is t).
+    """
+    check_tensor("x0", x0, dtype="float")
+    check_tensor("noise", noise, x0.ndim, dtype="float")
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    t = _check_t("t", t, x0)
+    return (1 - t) * x0 + t * noise
+
+
+def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The velocity of the straight path, ``d x_t / dt = noise - x0``: what the network learns to predict."""
+    return noise - x0
+
+
+def flow_sigmas(steps: int) -> torch.Tensor:
+    """The Euler sampler's noise levels: ``steps + 1`` values evenly from 1 (noise) down to 0 (data)."""
+    return torch.linspace(1.0, 0.0, check_int("steps", steps, min=1) + 1)
+
+
+def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
+                 steps: int = 20) -> torch.Tensor:
+    """Integrate ``dx/dt = velocity(x, t)`` from ``t = 1`` (``noise``) to ``t = 0`` in ``steps`` Euler steps.
+
+    ``velocity(x (B, ...), t (B,)) -> (B, ...)``. Each step is ``x <- x + (t_next - t) v(x, t)`` on
+    :func:`flow_sigmas`, which is ``FlowMatchEulerDiscreteScheduler.step`` on the same sigmas.
+    """
+    if not callable(velocity):
+        raise TypeError(f"velocity must be callable, got {type(velocity).__name__}")
+    x = check_tensor("noise", noise, dtype="float")
+    sigmas = flow_sigmas(steps).to(x.device)
+    for t, t_next in pairwise(sigmas):
+        x = x + (t_next - t) * velocity(x, t.expand(len(x)))
+    return x
+
+
+def ddpm_alphas_cumprod(timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """DDPM's linear variance schedule (Ho et al., 2020): ``alpha_bar_t = prod_{s<=t} (1 - beta_s)``, (timesteps,)."""
+    timesteps = check_int("timesteps", timesteps, min=1)
+    beta_start = check_float("beta_start", beta_start, min=0.0, max=1.0)
+    beta_end = check_float("beta_end", beta_end, min=beta_start, max=1.0)
+    betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float32)
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def ddpm_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """DDPM's forward process in closed form: ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise``.
+
+    ``x0``, ``noise``: (B, ...); ``t``: integer steps (B,); ``alphas_cumprod`` from :func:`ddpm_alphas_cumprod`.
+    """
+    check_tensor("x0", x0, dtype="float")
+    if check_tensor("noise", noise, dtype="float").shape != x0.shape:
+        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    check_tensor("t", t, 1, size={0: len(x0)}, dtype="int")
+    check_tensor("alphas_cumprod", alphas_cumprod, 1, dtype="float")
+    if ((t < 0) | (t >= len(alphas_cumprod))).any():
+        raise ValueError(f"t must lie in [0, {len(alphas_cumprod) - 1}]")
+    ab = alphas_cumprod.to(x0.device)[t].to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+
+def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans, 2022): ``uncond + scale * (cond - uncond)``.
+
+    ``cond``, ``uncond``: the model's outputs (B, ...) with and without the prompt (or with a negative
+    prompt in place of none). ``scale = 1`` is the conditional model; larger scales push away from ``uncond``.
+    """
+    check_tensor("cond", cond, dtype="float")
+    if check_tensor("uncond", uncond, dtype="float").shape != cond.shape:
+        raise ValueError(f"uncond must have the shape of cond {tuple(cond.shape)}, got {tuple(uncond.shape)}")
+    scale = check_float("scale", scale, min=0.0)
+    return uncond + scale * (cond - uncond)
+
+
+# ---- The autoencoder ---------------------------------------------------------
+class PatchAutoencoder(nn.Module):
+    """A small autoencoder whose latent grid the generator works in (latent diffusion, Rombach et al., 2022).
+
+    ``encode``: (B, 3, H, W) in [0, 1] -> (B, latent, H/patch, W/patch): a ``patch`` x ``patch`` stride-``patch``
+    convolution (patchify), a 3x3 convolution and a 1x1 projection, then normalised per channel with the
+    ``mean``/``std`` buffers (set by :func:`train_autoencoder`). ``decode``: the inverse, through two 3x3
+    convolutions and a pixel shuffle back to (B, 3, H, W).
+    """
+
+    def __init__(self, latent: int = 4, width: int = 64, patch: int = 4):
+        super().__init__()
+        self.latent = check_int("latent", latent, min=1)
+        self.patch = check_int("patch", patch, min=1)
+        width = check_int("width", width, min=1)
+        self.encoder = nn.Sequential(nn.Conv2d(3, width, patch, stride=patch), nn.GELU(),
+                                     nn.Conv2d(width, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, latent, 1))
+        self.decoder = nn.Sequential(nn.Conv2d(latent, width, 3, padding=1), nn.GELU(),
+                                     nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+                                     nn.Conv2d(width, 3 * patch * patch, 1), nn.PixelShuffle(patch))
+        self.register_buffer("mean", torch.zeros(1, latent, 1, 1))
+        self.register_buffer("std", torch.ones(1, latent, 1, 1))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return (self.encoder(images * 2 - 1) - self.mean) / self.std  # (B, latent, h, w)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.decoder(z * self.std + self.mean) + 1) / 2  # (B, 3, H, W), about [0, 1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(images))
+
+
+def _ae_loss(model: PatchAutoencoder, batch, object_weight: float) -> torch.Tensor:
+    (images,) = batch
+    weight = 1 + (object_weight - 1) * ((images - BACKGROUND).abs().amax(1, keepdim=True) > 0.05).float()
+    return (weight * (model(images) - images).square()).mean()
+
+
+def train_autoencoder(*, n: int = 8000, steps: int = 1500, batch_size: int = 64, lr: float = 3e-3,
+                      object_weight: float = 8.0, latent: int = 4, width: int = 64, max_objects: int = 2,
+                      seed: int = 0, progress: bool = False) -> PatchAutoencoder:
+    """A :class:`PatchAutoencoder` trained to reconstruct ``n`` random 32x32 scenes (seed ``seed``).
+
+    Squared error with object pixels weighted ``object_weight`` (they are a small part of the image and
+    carry the shape); AdamW with a one-cycle rate peaking at ``lr``. The latent statistics of the training
+    images are stored in ``mean``/``std``, so latents are about zero-mean unit-variance per channel.
+    """
+    from .world import sample_scenes
+
+    scenes = sample_scenes(check_int("n", n, min=1), max_objects=max_objects, seed=check_int("seed", seed, min=0))
+    images = scene_images(scenes)
+    model = PatchAutoencoder(latent, width)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    fit(model, lambda m, b: _ae_loss(m, b, object_weight), random_batches(images, batch_size=batch_size, seed=seed),
+        max_steps=steps, optimizer=opt, scheduler=sched, progress=progress, desc="autoencoder")
+    with torch.no_grad():
+        z = model.encoder(images[:2000] * 2 - 1)
+        model.mean.copy_(z.mean((0, 2, 3), keepdim=True))
+        model.std.copy_(z.std((0, 2, 3), keepdim=True))
+    return model.eval()
+
+
+AE_RECIPE = "patch-ae-v1"
+
+
+def load_autoencoder(seed: int = 0, *, steps: int = 1500, progress: bool = False) -> PatchAutoencoder:
+    """The autoencoder of :func:`train_autoencoder` for ``seed``, trained once and cached."""
+    seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
+    key = {"recipe": AE_RECIPE, "seed": seed, "steps": steps}
+    state = cached_state("autoencoder", key, lambda: train_autoencoder(steps=steps, seed=seed, progress=progress))
+    model = PatchAutoencoder()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+# ---- The flow model ----------------------------------------------------------
+@dataclass(frozen=True)
+class FlowUNetConfig:
+    """A two-level U-Net on the latent grid, conditioned by FiLM on the text and the time (Perez et al., 2018)."""
+
+    vocab_size: int = 64
+    in_channels: int = 4
+    widths: tuple[int, int] = (64, 128)
+    text_dim: int = 64
+    text_layers: int = 1
+    cond_dim: int = 128
+    max_len: int = 24
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm-SiLU-Conv3x3 twice, FiLM from the condition in between, plus a skip."""
+
+    def __init__(self, c_in: int, c_out: int, cond_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.film = FiLM(cond_dim, c_out)
+        self.norm2, self.conv2 = nn.GroupNorm(8, c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.film(self.norm2(h), cond)))
+        return self.skip(x) + h
+
+
+def _time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1]: (B,) -> (B, dim)."""
+    freqs = torch.exp(torch.linspace(0, 8, dim // 2, device=t.device))  # 1 ... e^8
+    angles = t.float()[:, None] * freqs[None] * 1000 / freqs[-1]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class FlowUNet(nn.Module):
+    """The velocity network ``v(x_t, t, prompt)`` of a text-conditioned rectified flow.
+
+    ``forward(x, t, ids, mask)``: latents (B, C, h, w), times (B,) in [0, 1], prompt token ids and mask
+    (B, L) -> velocity (B, C, h, w). A prompt row of all-zero mask means "no prompt": the learned ``null``
+    condition, which classifier-free guidance contrasts with (Ho & Salimans, 2022). ``h``, ``w`` even.
+    """
+
+    def __init__(self, config: FlowUNetConfig | None = None, **overrides):
+        super().__init__()
+        cfg = self.config = config_with(FlowUNetConfig, config, overrides)
+        c1, c2 = cfg.widths
+        self.text = TransformerTextEncoder(cfg.vocab_size, cfg.text_dim, layers=cfg.text_layers, max_len=cfg.max_len,
+                                           embed_std=0.02)
+        self.null = nn.Parameter(torch.zeros(cfg.text_dim))
+        self.cond = nn.Sequential(nn.Linear(cfg.text_dim + 64, cfg.cond_dim), nn.SiLU(),
+                                  nn.Linear(cfg.cond_dim, cfg.cond_dim))
+        self.stem = nn.Conv2d(cfg.in_channels, c1, 3, padding=1)
+        self.down1 = _ResBlock(c1, c1, cfg.cond_dim)
+        self.pool = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
+        self.mid1 = _ResBlock(c2, c2, cfg.cond_dim)
+        self.mid2 = _ResBlock(c2, c2, cfg.cond_dim)
+        self.up = nn.ConvTranspose2d(c2, c1, 2, stride=2)
+        self.up1 = _ResBlock(2 * c1, c1, cfg.cond_dim)
+        self.out = nn.Sequential(nn.GroupNorm(8, c1), nn.SiLU(), nn.Conv2d(c1, cfg.in_channels, 3, padding=1))
+
+    def condition(self, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The FiLM condition (B, cond_dim) from the time and the prompt (the null vector where mask is all 0)."""
+        has = mask.bool().any(1)  # (B,)
+        safe = mask.bool() | ~has[:, None]  # an empty row attends to its padding, then is replaced by null
+        _, pooled = self.text(ids, safe)  # (B, text_dim)
+        text = torch.where(has[:, None], pooled, self.null.expand_as(pooled))
+        return self.cond(torch.cat([text, _time_embedding(t, 64)], dim=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        c = self.condition(t, ids, mask)
+        h1 = self.down1(self.stem(x), c)  # (B, c1, h, w)
+        h = self.mid2(self.mid1(self.pool(h1), c), c)  # (B, c2, h/2, w/2)
+        h = self.up1(torch.cat([self.up(h), h1], dim=1), c)  # (B, c1, h, w)
+        return self.out(h)  # (B, C, h, w)
+
+
+def flow_loss(model: FlowUNet, latents: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *,
+              p_uncond: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The rectified-flow loss ``|| v(x_t, t) - (noise - x0) ||²`` with logit-normal ``t`` (Esser et al., 2024).
+
+    ``latents`` (B, C, h, w), prompt ``ids``/``mask`` (B, L). A fraction ``p_uncond`` of the prompts is
+    dropped (mask zeroed), so the same network also learns the unconditional velocity that guidance needs.
+    """
+    b = len(latents)
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    t = torch.sigmoid(torch.randn(b, generator=generator, device=latents.device))
+    drop = torch.rand(b, generator=generator, device=latents.device) < p_uncond
+    mask = mask * ~drop[:, None]
+    with torch.autocast(latents.device.type, dtype=torch.bfloat16):
+        pred = model(flow_noise(latents, noise, t), t, ids, mask)
+    return (pred.float() - flow_target(latents, noise)).square().mean()
+
+
+@torch.no_grad()
+def sample_latents(model: FlowUNet, ids: torch.Tensor, mask: torch.Tensor, *, scale: float = 4.0, steps: int = 20,
+                   negative: tuple[torch.Tensor, torch.Tensor] | None = None, shape: tuple[int, int, int] = (4, 8, 8),
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Latents (B, *shape) for prompts ``ids``/``mask`` (B, L): Euler sampling (:func:`euler_sample`) of the
+    guided velocity (:func:`guided`) with guidance ``scale``; the unconditional branch is the null prompt, or
+    the ``negative`` prompt (ids, mask) if given. Runs under bf16 autocast.
+    """
+    check_instance("model", model, FlowUNet)
+    check_tensor("ids", ids, 2, dtype="int")
+    check_tensor("mask", mask, 2, size={0: len(ids), 1: ids.shape[1]})
+    scale = check_float("scale", scale, min=0.0)
+    if negative is None:
+        neg_ids, neg_mask = ids, torch.zeros_like(mask)
+    else:
+        neg_ids, neg_mask = negative
+        check_tensor("negative[0]", neg_ids, 2, size={0: len(ids)}, dtype="int")
+        check_tensor("negative[1]", neg_mask, 2, size={0: len(ids), 1: neg_ids.shape[1]})
+        width = max(ids.shape[1], neg_ids.shape[1])
+        ids, mask, neg_ids, neg_mask = (F.pad(x, (0, width - x.shape[1])) for x in (ids, mask, neg_ids, neg_mask))
+    both_ids, both_mask = torch.cat([ids, neg_ids]), torch.cat([mask, neg_mask])
+    model.eval()
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            v = model(torch.cat([x, x]), torch.cat([t, t]), both_ids, both_mask).float()
+        cond, uncond = v.chunk(2)
+        return guided(cond, uncond, scale)
+
+    noise = torch.randn((len(ids), *shape), generator=generator, device=ids.device)
+    return euler_sample(velocity, noise, steps)

@@ -1,0 +1,329 @@
+"""Tests of mmutils.generation: the cache, the oracle's reading, prompt fidelity, the Fréchet distance,
+the noising steps and the sampler against diffusers' schedulers, guidance, the models' shapes, bad inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmutils import generation as g
+from mmutils.nn.layers import FiLM
+from mmutils.world import Obj, Scene
+
+
+# ---- Cache -------------------------------------------------------------------
+def test_cached_state_trains_once_and_keeps_the_callers_random_state(tmp_path, monkeypatch):
+    monkeypatch.setenv(g.CACHE_VARIABLE, str(tmp_path))
+    calls = []
+
+    def build():
+        calls.append(1)
+        return torch.nn.Linear(3, 2)
+
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    torch.rand(0)
+    cold = g.cached_state("lin", {"seed": 3}, build)
+    after_cold = torch.rand(1)
+    warm = g.cached_state("lin", {"seed": 3}, build)
+    assert len(calls) == 1 and len(list(tmp_path.glob("lin-*.pt"))) == 1
+    torch.testing.assert_close(cold, warm)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(1), before) and torch.equal(after_cold, before)  # state untouched
+    torch.manual_seed(3)
+    torch.testing.assert_close(cold, torch.nn.Linear(3, 2).state_dict())  # built after manual_seed(seed)
+    g.cached_state("lin", {"seed": 4}, build)
+    assert len(calls) == 2  # another seed is another file
+
+
+def test_cached_state_needs_a_seed_in_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv(g.CACHE_VARIABLE, str(tmp_path))
+    with pytest.raises(TypeError, match=r'key\["seed"\]'):
+        g.cached_state("lin", {"steps": 3}, lambda: torch.nn.Linear(1, 1))
+
+
+def test_cache_dir_defaults_to_the_repository_root(monkeypatch):
+    monkeypatch.delenv(g.CACHE_VARIABLE, raising=False)
+    assert g.cache_dir().name == ".cache" and (g.cache_dir().parent / "mmutils").is_dir()
+
+
+# ---- Oracle ------------------------------------------------------------------
+class _FixedOracle(g.Oracle):
+    """An oracle whose per-cell outputs are given, to test how they are read."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, images):
+        return self.outputs
+
+
+def _outputs(cells: dict[int, tuple[float, int, int, int, float, float]]):
+    """Per-cell outputs for one image on the 4x4 grid: {cell: (probability, shape, color, size, dx, dy)}."""
+    out = {"object": torch.full((1, 16), -9.0), "shape": torch.zeros(1, 16, 6), "color": torch.zeros(1, 16, 6),
+           "size": torch.zeros(1, 16, 2), "offset": torch.full((1, 16, 2), 0.5)}
+    for c, (p, s, col, z, dx, dy) in cells.items():
+        out["object"][0, c] = float(np.log(p / (1 - p)))
+        out["shape"][0, c, s] = out["color"][0, c, col] = out["size"][0, c, z] = 5.0
+        out["offset"][0, c] = torch.tensor([dx, dy])
+    return out
+
+
+def test_oracle_read_decodes_cells_and_suppresses_duplicates():
+    # cell 5 (row 1, col 1): a red circle, small; cell 6 is the same object seen from the next cell;
+    # cell 15 a blue square, large, less confident but far away; cell 0 below the threshold.
+    oracle = _FixedOracle(_outputs({5: (0.9, 0, 0, 0, 0.9, 0.5), 6: (0.6, 0, 0, 0, 0.05, 0.5),
+                                    15: (0.3, 1, 2, 1, 0.5, 0.5), 0: (0.05, 3, 3, 1, 0.5, 0.5)}))
+    (scene,) = oracle.read(torch.zeros(1, 3, 32, 32))
+    assert [o.desc for o in scene.objects] == [("circle", "red", "small"), ("square", "blue", "large")]
+    assert scene.objects[0].x == pytest.approx(1.9 / 4) and scene.objects[0].y == pytest.approx(1.5 / 4)
+    assert scene.objects[1].x == pytest.approx(3.5 / 4)
+
+
+def test_oracle_shapes_and_a_short_training_run():
+    oracle = g.train_oracle(n=64, steps=3, batch_size=8)
+    images = g.scene_images([Scene((Obj("circle", "red", "small", 0.3, 0.3),))] * 2)
+    out = oracle(images)
+    assert out["object"].shape == (2, 16) and out["shape"].shape == (2, 16, 6)
+    assert out["size"].shape == (2, 16, 2) and out["offset"].shape == (2, 16, 2)
+    assert oracle.features(images).shape == (2, 16 * 16) and not oracle.training
+    acc = g.oracle_accuracy(oracle, [Scene((Obj("circle", "red", "small", 0.3, 0.3),))])
+    assert set(acc) == {"shape", "color", "size", "scene"} and all(0 <= v <= 1 for v in acc.values())
+
+
+class _ReadingOracle(g.Oracle):
+    """An oracle that reads given scenes."""
+
+    def __init__(self, scenes):
+        super().__init__()
+        self.scenes = scenes
+
+    def read(self, images):
+        return self.scenes
+
+
+def test_prompt_fidelity_per_attribute_and_relation():
+    red_small = Obj("circle", "red", "small", 0.2, 0.5)
+    blue_large = Obj("square", "blue", "large", 0.8, 0.5)
+    scenes = [Scene((Obj("circle", "red", "large", 0.5, 0.5),)),  # size wrong
+              Scene((red_small, blue_large)),  # right, relation right
+              Scene((red_small.__class__("circle", "red", "small", 0.8, 0.5),
+                     Obj("square", "blue", "large", 0.2, 0.5))),  # objects right, relation wrong
+              Scene(())]  # nothing drawn
+    prompts = ["a small red circle", "a small red circle left of a big blue square",
+               "the small red circle is to the left of the large blue square", "a red triangle"]
+    per = g.prompt_fidelity(_ReadingOracle(scenes), torch.zeros(4, 3, 32, 32), prompts, reduction="none")
+    torch.testing.assert_close(per["size"][:3], torch.tensor([0.0, 1.0, 1.0]))
+    torch.testing.assert_close(per["shape"], torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    assert per["size"][3].isnan()  # the prompt names no size
+    torch.testing.assert_close(per["objects"], torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    torch.testing.assert_close(per["all"], torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    mean = g.prompt_fidelity(_ReadingOracle(scenes), torch.zeros(4, 3, 32, 32), prompts)
+    assert mean["size"] == pytest.approx(2 / 3) and mean["all"] == pytest.approx(0.25)
+
+
+# ---- Fréchet distance --------------------------------------------------------
+def test_frechet_distance_matches_the_closed_form_on_gaussians():
+    gen = torch.Generator().manual_seed(0)
+    mu_a, mu_b = torch.tensor([0.0, 1.0, -1.0]), torch.tensor([0.5, 1.0, 0.0])
+    sd_a, sd_b = torch.tensor([1.0, 2.0, 0.5]), torch.tensor([1.0, 1.0, 1.5])
+    a = mu_a + sd_a * torch.randn(200_000, 3, generator=gen, dtype=torch.float64)
+    b = mu_b + sd_b * torch.randn(200_000, 3, generator=gen, dtype=torch.float64)
+    exact = float((mu_a - mu_b).square().sum() + (sd_a - sd_b).square().sum())  # diagonal covariances
+    assert g.frechet_distance(a, b) == pytest.approx(exact, abs=0.02)
+    assert g.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_matches_scipy_on_full_covariances():
+    from scipy import linalg
+
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(300, 5, generator=gen, dtype=torch.float64) @ torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    b = torch.randn(200, 5, generator=gen, dtype=torch.float64) + 0.3
+    ca, cb = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    ref = (np.sum((a.numpy().mean(0) - b.numpy().mean(0)) ** 2) + np.trace(ca) + np.trace(cb)
+           - 2 * np.trace(linalg.sqrtm(ca @ cb).real))
+    assert g.frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+
+
+def test_oracle_fid_is_the_frechet_distance_of_the_oracle_features():
+    torch.manual_seed(0)
+    oracle = g.Oracle().eval()
+    real, fake = torch.rand(40, 3, 32, 32), torch.rand(30, 3, 32, 32) * 0.5
+    with torch.no_grad():
+        ref = g.frechet_distance(oracle.features(real), oracle.features(fake))
+    assert g.oracle_fid(oracle, real, fake) == pytest.approx(ref, rel=1e-3, abs=1e-4)
+
+
+# ---- Noising and sampling ----------------------------------------------------
+def test_flow_noise_equals_diffusers_scale_noise():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler()
+    sched.set_timesteps(sigmas=g.flow_sigmas(10)[:-1].tolist())
+    x0, noise = torch.randn(4, 4, 8, 8), torch.randn(4, 4, 8, 8)
+    for i in (0, 3, 9):
+        t = sched.sigmas[i]
+        expected = sched.scale_noise(x0, sched.timesteps[i:i + 1], noise)
+        torch.testing.assert_close(g.flow_noise(x0, noise, t), expected)
+    torch.testing.assert_close(g.flow_noise(x0, noise, 0.0), x0)
+    torch.testing.assert_close(g.flow_noise(x0, noise, torch.ones(4)), noise)
+    # the velocity target is the time derivative of the path
+    eps = 1e-3
+    torch.testing.assert_close((g.flow_noise(x0, noise, 0.5 + eps) - g.flow_noise(x0, noise, 0.5)) / eps,
+                               g.flow_target(x0, noise), atol=1e-2, rtol=1e-2)
+
+
+def test_euler_sample_equals_the_diffusers_scheduler_loop():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    def velocity(x, t):  # any smooth field that depends on x and t
+        return torch.sin(x) * t.view(-1, 1, 1, 1) - 0.3 * x
+
+    noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    sched = FlowMatchEulerDiscreteScheduler()
+    sched.set_timesteps(sigmas=g.flow_sigmas(7)[:-1].tolist())
+    x = noise.clone()
+    for i, timestep in enumerate(sched.timesteps):
+        x = sched.step(velocity(x, sched.sigmas[i].expand(len(x))), timestep, x).prev_sample
+    torch.testing.assert_close(g.euler_sample(velocity, noise, steps=7), x)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 20])
+def test_euler_sample_lands_on_a_point_mass_in_any_number_of_steps(steps):
+    # For data at one point c the exact velocity is (x - c) / t, and each Euler step stays on the straight path.
+    c = torch.tensor([[0.5, -2.0]])
+    noise = torch.randn(5, 2)
+    out = g.euler_sample(lambda x, t: (x - c) / t.clamp(min=1e-12)[:, None], noise, steps=steps)
+    torch.testing.assert_close(out, c.expand(5, 2), atol=1e-5, rtol=0)
+
+
+def test_flow_sigmas_run_from_noise_to_data():
+    torch.testing.assert_close(g.flow_sigmas(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+
+
+def test_ddpm_noise_equals_diffusers_add_noise():
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    ab = g.ddpm_alphas_cumprod(1000)
+    torch.testing.assert_close(ab, sched.alphas_cumprod)
+    x0, noise, t = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4), torch.tensor([0, 10, 250, 700, 999])
+    torch.testing.assert_close(g.ddpm_noise(x0, noise, t, ab), sched.add_noise(x0, noise, t))
+
+
+def test_ddpm_schedule_closed_forms():
+    ab = g.ddpm_alphas_cumprod(1000)
+    assert ab[0] == pytest.approx(1 - 1e-4) and bool((ab[1:] < ab[:-1]).all()) and ab[-1] < 1e-4
+    x0 = torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    xt = g.ddpm_noise(x0, torch.randn(200_000), torch.full((200_000,), 300), ab)
+    assert xt.var().item() == pytest.approx(1.0, abs=0.02)  # variance preserving
+    assert torch.corrcoef(torch.stack([x0, xt]))[0, 1].item() == pytest.approx(ab[300].sqrt().item(), abs=0.01)
+
+
+def test_guided_formula():
+    cond, uncond = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0])
+    torch.testing.assert_close(g.guided(cond, uncond, 1.0), cond)
+    torch.testing.assert_close(g.guided(cond, uncond, 0.0), uncond)
+    torch.testing.assert_close(g.guided(cond, uncond, 3.0), torch.tensor([3.0, -2.0]))
+
+
+# ---- Models ------------------------------------------------------------------
+def test_autoencoder_shapes():
+    ae = g.PatchAutoencoder()
+    x = torch.rand(2, 3, 32, 32)
+    assert ae.encode(x).shape == (2, 4, 8, 8) and ae(x).shape == x.shape
+
+
+def test_flow_unet_shapes_null_prompt_loss_and_sampler():
+    torch.manual_seed(0)
+    model = g.FlowUNet(vocab_size=20, widths=(16, 32), text_dim=16, cond_dim=32)
+    ids = torch.randint(5, 20, (3, 6))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    x, t = torch.randn(3, 4, 8, 8), torch.rand(3)
+    assert model(x, t, ids, mask).shape == (3, 4, 8, 8)
+    cond = model.condition(t, ids, mask)
+    null = model.condition(t, ids, torch.zeros_like(mask))
+    null_other = model.condition(t, torch.randint(5, 20, (3, 6)), torch.zeros_like(mask))
+    torch.testing.assert_close(null, null_other)  # no prompt: the words do not matter
+    assert not torch.allclose(cond, null)
+    loss = g.flow_loss(model, x, ids, mask, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss) and model.null.grad is not None
+    for film in (m for m in model.modules() if isinstance(m, FiLM)):  # FiLM starts as the identity
+        torch.nn.init.normal_(film.to_gamma_beta.weight, std=0.3)
+    z = g.sample_latents(model, ids, mask, steps=2, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (3, 4, 8, 8)
+    z_neg = g.sample_latents(model, ids, mask, steps=2, negative=(ids[:, :3], mask[:, :3]),
+                             generator=torch.Generator().manual_seed(0))
+    assert z_neg.shape == (3, 4, 8, 8) and not torch.allclose(z, z_neg)
+
+
+# ---- Bad inputs --------------------------------------------------------------
+def test_bad_tensor_type_names_the_argument():
+    with pytest.raises(TypeError, match="x0"):
+        g.flow_noise([1.0], torch.zeros(1), 0.5)
+    with pytest.raises(TypeError, match="features_a"):
+        g.frechet_distance(np.zeros((3, 2)), torch.zeros(3, 2))
+
+
+def test_shape_mismatch_names_the_argument():
+    with pytest.raises(ValueError, match="noise"):
+        g.flow_noise(torch.zeros(2, 3), torch.zeros(2, 4), 0.5)
+    with pytest.raises(ValueError, match="uncond"):
+        g.guided(torch.zeros(2), torch.zeros(3), 2.0)
+    with pytest.raises(ValueError, match="features_b"):
+        g.frechet_distance(torch.zeros(4, 2), torch.zeros(4, 3))
+
+
+def test_time_out_of_range_or_wrong_length():
+    with pytest.raises(ValueError, match="t must lie"):
+        g.flow_noise(torch.zeros(2, 3), torch.zeros(2, 3), 1.5)
+    with pytest.raises(ValueError, match="t must be"):
+        g.flow_noise(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match="t must lie"):
+        g.ddpm_noise(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1000]), g.ddpm_alphas_cumprod(1000))
+    with pytest.raises(TypeError, match="t must be an integer"):
+        g.ddpm_noise(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0.0, 1.0]), g.ddpm_alphas_cumprod(10))
+
+
+def test_bad_numbers_name_the_argument():
+    with pytest.raises(ValueError, match="steps"):
+        g.flow_sigmas(0)
+    with pytest.raises(TypeError, match="steps"):
+        g.euler_sample(lambda x, t: x, torch.zeros(1), steps=2.0)
+    with pytest.raises(ValueError, match="scale"):
+        g.guided(torch.zeros(2), torch.zeros(2), -1.0)
+    with pytest.raises(ValueError, match="beta_end"):
+        g.ddpm_alphas_cumprod(10, beta_start=0.1, beta_end=0.01)
+
+
+def test_velocity_must_be_callable():
+    with pytest.raises(TypeError, match="velocity"):
+        g.euler_sample(torch.zeros(1), torch.zeros(1))
+
+
+def test_prompts_must_match_the_images():
+    oracle = _ReadingOracle([Scene(())])
+    with pytest.raises(ValueError, match="prompts"):
+        g.prompt_fidelity(oracle, torch.zeros(1, 3, 32, 32), ["a red circle", "a blue square"])
+    with pytest.raises(TypeError, match="prompts"):
+        g.prompt_fidelity(oracle, torch.zeros(1, 3, 32, 32), "a red circle")
+    with pytest.raises(ValueError, match="reduction"):
+        g.prompt_fidelity(oracle, torch.zeros(1, 3, 32, 32), ["a red circle"], reduction="sum")
+    with pytest.raises(TypeError, match="oracle"):
+        g.prompt_fidelity(object(), torch.zeros(1, 3, 32, 32), ["a red circle"])
+
+
+def test_images_must_be_float_rgb_batches():
+    with pytest.raises(ValueError, match="images"):
+        g.Oracle().read(torch.zeros(3, 32, 32))
+    with pytest.raises(TypeError, match="fake"):
+        g.oracle_fid(g.Oracle(), torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_frechet_distance_needs_two_rows():
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        g.frechet_distance(torch.zeros(1, 2), torch.zeros(3, 2))
