@@ -203,9 +203,19 @@ def _oracle_targets(scenes: Sequence[Scene], grid: int) -> tuple[torch.Tensor, t
     return labels, offsets
 
 
+def _degrade(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blur (a random mix with a 3x3 box filter) and pixel noise of random strength, per image, so the oracle
+    reads the soft edges of generated images as well as crisp renders."""
+    b = len(images)
+    mix = 0.7 * torch.rand(b, 1, 1, 1, generator=generator)
+    noise = 0.06 * torch.rand(b, 1, 1, 1, generator=generator)
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (1 - mix) * images + mix * blurred + noise * torch.randn(images.shape, generator=generator)
+
+
 def _oracle_loss(model: Oracle, batch) -> torch.Tensor:
-    images, labels, offsets = batch
-    out = model(images)
+    images, labels, offsets, degrade = batch
+    out = model(_degrade(images, degrade) if degrade is not None else images)
     full = labels > 0  # (B, grid²): attributes and offsets are learned where an object sits
     loss = F.binary_cross_entropy_with_logits(out["object"], full.float())
     for a, v in decode_cell_label(labels).items():
@@ -213,13 +223,14 @@ def _oracle_loss(model: Oracle, batch) -> torch.Tensor:
     return loss + 4 * F.l1_loss(out["offset"][full], offsets[full])
 
 
-def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: int = 500, batch_size: int = 64,
+def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: int = 800, batch_size: int = 64,
                  lr: float = 3e-3, max_objects: int = 2, seed: int = 0, progress: bool = False) -> Oracle:
     """A new :class:`Oracle` trained on ``n`` random scenes (1 to ``max_objects`` objects, seed ``seed``).
 
     AdamW with a one-cycle learning rate peaking at ``lr`` for ``steps`` steps of ``batch_size``; per cell,
     a binary cross-entropy on "an object is here", cross-entropies on its attributes and an L1 loss on its
-    centre offset. Returned in eval mode.
+    centre offset. Training images are blurred and noised by random amounts, so that soft edges do not
+    change what the oracle reads. Returned in eval mode.
     """
     from .world import sample_scenes
 
@@ -230,17 +241,17 @@ def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: in
     model = Oracle(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
-    batches = random_batches(scene_images(scenes, cfg.image_size), labels, offsets, batch_size=batch_size,
-                             seed=seed)
-    fit(model, _oracle_loss, batches, max_steps=steps, optimizer=opt, scheduler=sched, progress=progress,
-        desc="oracle")
+    draw = random_batches(scene_images(scenes, cfg.image_size), labels, offsets, batch_size=batch_size, seed=seed)
+    degrade = torch.Generator().manual_seed(seed + 1)
+    fit(model, _oracle_loss, lambda step: (*draw(step), degrade), max_steps=steps, optimizer=opt,
+        scheduler=sched, progress=progress, desc="oracle")
     return model.eval()
 
 
-ORACLE_RECIPE = "oracle-v1"
+ORACLE_RECIPE = "oracle-v2"
 
 
-def load_oracle(seed: int = 0, *, steps: int = 500, progress: bool = False) -> Oracle:
+def load_oracle(seed: int = 0, *, steps: int = 800, progress: bool = False) -> Oracle:
     """The oracle of :func:`train_oracle` for ``seed``, trained once and cached (see :func:`cached_state`)."""
     seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
     cfg = OracleConfig()
@@ -460,7 +471,7 @@ class PatchAutoencoder(nn.Module):
     convolutions and a pixel shuffle back to (B, 3, H, W).
     """
 
-    def __init__(self, latent: int = 4, width: int = 64, patch: int = 4):
+    def __init__(self, latent: int = 4, width: int = 32, patch: int = 2):
         super().__init__()
         self.latent = check_int("latent", latent, min=1)
         self.patch = check_int("patch", patch, min=1)
@@ -486,23 +497,26 @@ class PatchAutoencoder(nn.Module):
 def _ae_loss(model: PatchAutoencoder, batch, object_weight: float) -> torch.Tensor:
     (images,) = batch
     weight = 1 + (object_weight - 1) * ((images - BACKGROUND).abs().amax(1, keepdim=True) > 0.05).float()
-    return (weight * (model(images) - images).square()).mean()
+    with torch.autocast(images.device.type, dtype=torch.bfloat16):
+        recon = model(images)
+    return (weight * (recon.float() - images).square()).mean()
 
 
-def train_autoencoder(*, n: int = 8000, steps: int = 1500, batch_size: int = 64, lr: float = 3e-3,
-                      object_weight: float = 8.0, latent: int = 4, width: int = 64, max_objects: int = 2,
-                      seed: int = 0, progress: bool = False) -> PatchAutoencoder:
+def train_autoencoder(*, n: int = 8000, steps: int = 1000, batch_size: int = 64, lr: float = 1e-2,
+                      object_weight: float = 8.0, latent: int = 4, width: int = 32, patch: int = 2,
+                      max_objects: int = 2, seed: int = 0, progress: bool = False) -> PatchAutoencoder:
     """A :class:`PatchAutoencoder` trained to reconstruct ``n`` random 32x32 scenes (seed ``seed``).
 
     Squared error with object pixels weighted ``object_weight`` (they are a small part of the image and
-    carry the shape); AdamW with a one-cycle rate peaking at ``lr``. The latent statistics of the training
-    images are stored in ``mean``/``std``, so latents are about zero-mean unit-variance per channel.
+    carry the shape); AdamW with a one-cycle rate peaking at ``lr``, under bf16 autocast. The latent
+    statistics of the training images are stored in ``mean``/``std``, so latents are about zero-mean and
+    unit-variance per channel.
     """
     from .world import sample_scenes
 
     scenes = sample_scenes(check_int("n", n, min=1), max_objects=max_objects, seed=check_int("seed", seed, min=0))
     images = scene_images(scenes)
-    model = PatchAutoencoder(latent, width)
+    model = PatchAutoencoder(latent, width, patch)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     fit(model, lambda m, b: _ae_loss(m, b, object_weight), random_batches(images, batch_size=batch_size, seed=seed),
@@ -514,10 +528,10 @@ def train_autoencoder(*, n: int = 8000, steps: int = 1500, batch_size: int = 64,
     return model.eval()
 
 
-AE_RECIPE = "patch-ae-v1"
+AE_RECIPE = "patch-ae-v2"
 
 
-def load_autoencoder(seed: int = 0, *, steps: int = 1500, progress: bool = False) -> PatchAutoencoder:
+def load_autoencoder(seed: int = 0, *, steps: int = 1000, progress: bool = False) -> PatchAutoencoder:
     """The autoencoder of :func:`train_autoencoder` for ``seed``, trained once and cached."""
     seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
     key = {"recipe": AE_RECIPE, "seed": seed, "steps": steps}
@@ -625,7 +639,7 @@ def flow_loss(model: FlowUNet, latents: torch.Tensor, ids: torch.Tensor, mask: t
 
 @torch.no_grad()
 def sample_latents(model: FlowUNet, ids: torch.Tensor, mask: torch.Tensor, *, scale: float = 4.0, steps: int = 20,
-                   negative: tuple[torch.Tensor, torch.Tensor] | None = None, shape: tuple[int, int, int] = (4, 8, 8),
+                   negative: tuple[torch.Tensor, torch.Tensor] | None = None, shape: tuple[int, int, int] = (4, 16, 16),
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Latents (B, *shape) for prompts ``ids``/``mask`` (B, L): Euler sampling (:func:`euler_sample`) of the
     guided velocity (:func:`guided`) with guidance ``scale``; the unconditional branch is the null prompt, or

@@ -232,9 +232,19 @@ def test_guided_formula():
 
 # ---- Models ------------------------------------------------------------------
 def test_autoencoder_shapes():
-    ae = g.PatchAutoencoder()
     x = torch.rand(2, 3, 32, 32)
-    assert ae.encode(x).shape == (2, 4, 8, 8) and ae(x).shape == x.shape
+    ae = g.PatchAutoencoder()
+    assert ae.encode(x).shape == (2, 4, 16, 16) and ae(x).shape == x.shape
+    assert g.PatchAutoencoder(latent=8, patch=4).encode(x).shape == (2, 8, 8, 8)
+
+
+def test_trained_autoencoder_latents_are_normalised_per_channel():
+    from mmutils.world import sample_scenes
+
+    ae = g.train_autoencoder(n=64, steps=2, seed=3)
+    z = ae.encode(g.scene_images(sample_scenes(64, seed=3)))  # the training images
+    torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std((0, 2, 3)), torch.ones(4), atol=1e-3, rtol=0)
 
 
 def test_flow_unet_shapes_null_prompt_loss_and_sampler():
@@ -254,9 +264,9 @@ def test_flow_unet_shapes_null_prompt_loss_and_sampler():
     assert loss.ndim == 0 and torch.isfinite(loss) and model.null.grad is not None
     for film in (m for m in model.modules() if isinstance(m, FiLM)):  # FiLM starts as the identity
         torch.nn.init.normal_(film.to_gamma_beta.weight, std=0.3)
-    z = g.sample_latents(model, ids, mask, steps=2, generator=torch.Generator().manual_seed(0))
+    z = g.sample_latents(model, ids, mask, steps=2, shape=(4, 8, 8), generator=torch.Generator().manual_seed(0))
     assert z.shape == (3, 4, 8, 8)
-    z_neg = g.sample_latents(model, ids, mask, steps=2, negative=(ids[:, :3], mask[:, :3]),
+    z_neg = g.sample_latents(model, ids, mask, steps=2, negative=(ids[:, :3], mask[:, :3]), shape=(4, 8, 8),
                              generator=torch.Generator().manual_seed(0))
     assert z_neg.shape == (3, 4, 8, 8) and not torch.allclose(z, z_neg)
 
