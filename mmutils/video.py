@@ -7,7 +7,7 @@
 * :class:`Conv2Plus1D` – factorized space-time convolutions, a spatial 3x3 then a temporal 3 (R(2+1)D).
 * :class:`DividedSpaceTimeBlock` / :class:`SpaceTimeTransformer` – TimeSformer's divided attention: every region
   attends over time, then every frame over space.
-* :class:`ClipClassifier` – two linear heads on any of them: the motion, and the shape of the object that moves.
+* :class:`ClipClassifier` – linear heads on any of them, e.g. the motion and the color of the object that moves.
 
 Every video encoder maps clips (B, T, 3, H, W) to a vector (B, dim).
 """
@@ -42,7 +42,8 @@ def make_clips(n: int, *, frames: int = 8, objects: int = 1, still: float = 0.2,
 
     * ``videos`` float (n, frames, 3, 32, 32) in [0, 1];
     * ``motions`` int64 (n,), the mover's direction as an index into :data:`MOTIONS` (4 = still);
-    * ``movers`` int64 (n,), the mover's shape as an index into :data:`mmutils.world.SHAPES`, -1 in still clips;
+    * ``movers`` int64 (n,), which object moves, named by its color as an index into
+      :data:`mmutils.world.COLORS` (-1 in still clips);
     * ``spectrograms`` float (n, n_fft // 2 + 1, steps): the log spectrogram of the scene's sound, one tone per
       object from left to right at frame 0 (pitch from the shape, timbre from the color, loudness from the size;
       :func:`mmutils.world.synthesize_audio`, 0.5 s at 8 kHz);
@@ -68,7 +69,7 @@ def make_clips(n: int, *, frames: int = 8, objects: int = 1, still: float = 0.2,
             velocities[0] = s.velocities[0]
             captions.append(world.motion_caption(world.Scene((mover,)), velocities[:1], rng=rng))
             motions.append(_direction(*velocities[0]))
-            movers.append(world.SHAPES.index(mover.shape))
+            movers.append(world.COLORS.index(mover.color))
         else:
             captions.append(None)
             motions.append(MOTIONS.index("still"))

@@ -52,7 +52,7 @@ def test_make_clips_captions_and_movers_name_the_moving_object(clips):
         if c is None:
             continue
         mover = s.scene.objects[0]
-        assert k == world.SHAPES.index(mover.shape)
+        assert k == world.COLORS.index(mover.color)
         assert world.motion_caption(world.Scene((mover,)), s.velocities[:1], canonical=True).endswith(
             f"moves {video.MOTIONS[m]}")
         assert video.MOTIONS[m] in c  # "left", "to the left"; "down", "downwards"
