@@ -257,7 +257,8 @@ def load_oracle(seed: int = 0, *, steps: int = 800, progress: bool = False) -> O
     cfg = OracleConfig()
     key = {"recipe": ORACLE_RECIPE, "seed": seed, "steps": steps, "config": asdict(cfg)}
     state = cached_state("oracle", key, lambda: train_oracle(cfg, steps=steps, seed=seed, progress=progress))
-    model = Oracle(cfg)
+    with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's random state
+        model = Oracle(cfg)
     model.load_state_dict(state)
     return model.eval()
 
@@ -536,7 +537,8 @@ def load_autoencoder(seed: int = 0, *, steps: int = 1000, progress: bool = False
     seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
     key = {"recipe": AE_RECIPE, "seed": seed, "steps": steps}
     state = cached_state("autoencoder", key, lambda: train_autoencoder(steps=steps, seed=seed, progress=progress))
-    model = PatchAutoencoder()
+    with torch.random.fork_rng(devices=[]):
+        model = PatchAutoencoder()
     model.load_state_dict(state)
     return model.eval()
 

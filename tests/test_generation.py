@@ -43,6 +43,19 @@ def test_cached_state_needs_a_seed_in_the_key(tmp_path, monkeypatch):
         g.cached_state("lin", {"steps": 3}, lambda: torch.nn.Linear(1, 1))
 
 
+def test_load_oracle_cold_equals_warm_and_leaves_the_random_state(tmp_path, monkeypatch):
+    monkeypatch.setenv(g.CACHE_VARIABLE, str(tmp_path))
+    monkeypatch.setattr(g, "train_oracle", lambda cfg, **kw: g.Oracle(cfg))  # a stand-in for training
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    cold = g.load_oracle(2)
+    warm = g.load_oracle(2)
+    assert torch.equal(torch.rand(1), expected)
+    assert all(torch.equal(v, warm.state_dict()[k]) for k, v in cold.state_dict().items())
+    assert not cold.training and len(list(tmp_path.glob("oracle-*.pt"))) == 1
+
+
 def test_cache_dir_defaults_to_the_repository_root(monkeypatch):
     monkeypatch.delenv(g.CACHE_VARIABLE, raising=False)
     assert g.cache_dir().name == ".cache" and (g.cache_dir().parent / "mmutils").is_dir()
