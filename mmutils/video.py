@@ -4,7 +4,8 @@
   (or nothing moves), with the motion's caption and the scene's sound.
 * :class:`FrameAveraging` – a 2-D CNN on every frame, features averaged over time (blind to the order of frames).
 * :class:`FrameDifferences` – early temporal fusion: frames and their differences stacked as channels of one image.
-* :class:`Conv2Plus1D` – factorized space-time convolutions, a spatial 3x3 then a temporal 3 (R(2+1)D).
+* :class:`Conv2Plus1D` – factorized space-time convolutions, a spatial 3x3 then a temporal 3 (R(2+1)D), with
+  :func:`r2plus1d_mid_width`, the paper's middle width.
 * :class:`DividedSpaceTimeBlock` / :class:`SpaceTimeTransformer` – TimeSformer's divided attention: every region
   attends over time, then every frame over space.
 * :class:`ClipClassifier` – linear heads on any of them, e.g. the motion and the color of the object that moves.
@@ -25,8 +26,8 @@ from .checks import check_float, check_instance, check_int, check_rng, check_ten
 from .data import to_tensor_images
 from .nn.encoders import ConvTower
 
-__all__ = ["MOTIONS", "make_clips", "FrameAveraging", "FrameDifferences", "Conv2Plus1D", "DividedSpaceTimeBlock",
-           "SpaceTimeTransformer", "ClipClassifier"]
+__all__ = ["MOTIONS", "ClipClassifier", "Conv2Plus1D", "DividedSpaceTimeBlock", "FrameAveraging", "FrameDifferences",
+           "SpaceTimeTransformer", "make_clips", "r2plus1d_mid_width"]
 
 MOTIONS = (*world.DIRECTIONS, "still")  # the motion labels of make_clips: left, right, up, down, still
 
@@ -96,8 +97,9 @@ class FrameAveraging(nn.Module):
     """The mean over frames of a 2-D CNN's pooled features: (B, T, 3, H, W) -> (B, dim).
 
     Any reordering of the frames gives the same output, so a clip and the same clip played backwards look alike:
-    the direction of a motion is invisible. This is the "single frame" network of Karpathy et al. (2014) fused
-    late, by an average, and the mean-pooling baseline of CLIP4Clip (Luo et al., 2022).
+    the direction of a motion is invisible. This is the single-frame network of Karpathy et al. (2014), who
+    averaged its predictions over a video (here the features are averaged), and the parameter-free mean pooling of
+    CLIP4Clip (Luo et al., 2022).
     """
 
     def __init__(self, dim: int = 32, widths: tuple[int, ...] = (8, 16, 32)):
@@ -132,24 +134,44 @@ class FrameDifferences(nn.Module):
         return self.encoder(stacked)  # (B, dim)
 
 
+def r2plus1d_mid_width(in_channels: int, out_channels: int, t: int = 3, d: int = 3) -> int:
+    """R(2+1)D's middle width M_i = floor(t d^2 N_{i-1} N_i / (d^2 N_{i-1} + t N_i)) (Tran et al., 2018, eq. 1).
+
+    With it, a (1, d, d) convolution from N_{i-1} to M_i channels followed by a (t, 1, 1) one from M_i to N_i
+    channels has about as many weights as one (t, d, d) convolution from N_{i-1} to N_i channels, never more.
+    """
+    n_in, n_out = check_int("in_channels", in_channels, min=1), check_int("out_channels", out_channels, min=1)
+    t, d = check_int("t", t, min=1), check_int("d", d, min=1)
+    return (t * d * d * n_in * n_out) // (d * d * n_in + t * n_out)
+
+
+def _groups(channels: int) -> int:
+    """The largest of 4, 2, 1 that divides ``channels``: GroupNorm's group count."""
+    return next(g for g in (4, 2, 1) if channels % g == 0)
+
+
 class Conv2Plus1D(nn.Module):
     """Factorized space-time convolutions (R(2+1)D, Tran et al., 2018): (B, T, 3, H, W) -> (B, dim).
 
-    Each stage is a spatial ``Conv3d`` with kernel (1, 3, 3) and stride (1, 2, 2), then a temporal ``Conv3d`` with
-    kernel (3, 1, 1), each followed by GroupNorm and ReLU; the result is averaged over time and space and projected
-    to ``dim``. The temporal kernels compare neighbouring frames at every place, which is where motion shows. (The
-    paper sizes the middle width so that a (2+1)D block has the parameters of the full 3x3x3 one; here it is the
-    stage width.)
+    Each stage is a spatial ``Conv3d`` with kernel (1, 3, 3) and stride (1, 2, 2) to ``M`` channels, then a
+    temporal ``Conv3d`` with kernel (3, 1, 1) to the stage width, each followed by GroupNorm and ReLU (the paper
+    uses BatchNorm); the result is averaged over time and space and projected to ``dim``. The temporal kernels
+    compare neighbouring frames at every place, which is where motion shows. ``matched=False`` (the default) sets
+    the middle width ``M`` to the stage width, which gives fewer weights than a 3x3x3 convolution; ``matched=True``
+    sizes it as the paper does (:func:`r2plus1d_mid_width`), so that each stage has about the weights of the full
+    3x3x3 one.
     """
 
-    def __init__(self, dim: int = 32, widths: tuple[int, ...] = (8, 16, 32)):
+    def __init__(self, dim: int = 32, widths: tuple[int, ...] = (8, 16, 32), matched: bool = False):
         super().__init__()
+        check_instance("matched", matched, bool)
         layers, c = [], 3
         for w in widths:
-            layers += [nn.Conv3d(c, w, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),  # space
-                       nn.GroupNorm(min(4, w), w), nn.ReLU(inplace=True),
-                       nn.Conv3d(w, w, (3, 1, 1), padding=(1, 0, 0), bias=False),  # time
-                       nn.GroupNorm(min(4, w), w), nn.ReLU(inplace=True)]
+            m = r2plus1d_mid_width(c, w) if matched else w  # the middle width M_i
+            layers += [nn.Conv3d(c, m, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),  # space
+                       nn.GroupNorm(_groups(m), m), nn.ReLU(inplace=True),
+                       nn.Conv3d(m, w, (3, 1, 1), padding=(1, 0, 0), bias=False),  # time
+                       nn.GroupNorm(_groups(w), w), nn.ReLU(inplace=True)]
             c = w
         self.stages = nn.Sequential(*layers)
         self.proj = nn.Linear(c, check_int("dim", dim, min=1))
@@ -202,8 +224,9 @@ class SpaceTimeTransformer(nn.Module):
 
     (B, T, 3, 32, 32) -> (B, dim). Each frame becomes a 4x4 grid of ``dim``-d tokens (a three-stage
     :class:`~mmutils.nn.encoders.ConvTower`, in place of ViT's linear patch embedding), plus a learned embedding of
-    its region and one of its frame; ``layers`` :class:`DividedSpaceTimeBlock`; a LayerNorm; the mean of all tokens
-    (TimeSformer reads a class token instead).
+    its region and one of its frame; ``layers`` :class:`DividedSpaceTimeBlock`; a LayerNorm; the mean of all tokens.
+    TimeSformer instead prepends a class token, which every query may also attend to, and classifies from it after
+    the last block. Either way the order of the frames enters only through the frame embeddings.
     """
 
     def __init__(self, frames: int = 8, dim: int = 32, heads: int = 4, layers: int = 1,

@@ -127,6 +127,32 @@ def test_conv2plus1d_factorizes_space_then_time():
     assert fmap.shape == (1, 8, 6, 8, 8)  # (B, C, T, H / 4, W / 4)
 
 
+def _conv_weights(model):
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Conv3d))
+
+
+def test_r2plus1d_mid_width_follows_the_paper():
+    # Tran et al. (2018), eq. 1, by hand: 3 * 9 * 64 * 64 / (9 * 64 + 3 * 64) = 144
+    assert video.r2plus1d_mid_width(64, 64) == 144
+    assert video.r2plus1d_mid_width(3, 8) == 12  # floor(648 / 51) = floor(12.7)
+    for c_in, c_out in [(3, 64), (64, 128), (128, 256), (16, 32)]:
+        m = video.r2plus1d_mid_width(c_in, c_out)
+        full, factored, wider = 27 * c_in * c_out, 9 * c_in * m + 3 * m * c_out, 9 * c_in + 3 * c_out
+        assert factored <= full < factored + wider  # as many weights as 3x3x3, to one more channel
+
+
+def test_conv2plus1d_matched_has_the_weights_of_a_3d_network():
+    widths = (8, 16, 32)
+    full = sum(27 * c * w for c, w in zip((3, *widths[:-1]), widths))  # 3x3x3 kernels
+    plain, matched = video.Conv2Plus1D(widths=widths), video.Conv2Plus1D(widths=widths, matched=True)
+    assert _conv_weights(plain) == sum(9 * c * w + 3 * w * w for c, w in zip((3, *widths[:-1]), widths))
+    assert _conv_weights(plain) < 0.6 * full and 0.95 * full < _conv_weights(matched) <= full
+    middle = [m.out_channels for m in matched.modules() if isinstance(m, torch.nn.Conv3d)][::2]
+    assert middle == [12, 28, 57]
+    torch.manual_seed(0)
+    assert matched.eval()(_videos()).shape == (3, 32)
+
+
 def _time_attention_loop(block, x):
     """Temporal attention one place at a time: a plain reference for attend_time."""
     out = x.clone()
@@ -171,10 +197,15 @@ def test_divided_attention_attends_within_a_place_then_within_a_frame():
     assert torch.equal(in_time, expected_time) and torch.equal(in_space, expected_space)
 
 
-def test_space_time_transformer_sees_frame_positions():
+def test_space_time_transformer_sees_the_order_only_through_its_frame_embeddings():
     torch.manual_seed(0)
     model = video.SpaceTimeTransformer(frames=4, layers=2).eval()
     assert len(model.blocks) == 2 and model.time_pos.shape == (1, 4, 1, 32) and model.space_pos.shape == (1, 1, 16, 32)
+    x, order = _videos(t=4), torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        assert (model(x) - model(x[:, order])).abs().max() > 1e-4
+        model.time_pos.zero_()  # attention is equivariant to the frames' order, the mean over tokens invariant
+        torch.testing.assert_close(model(x), model(x[:, order]))
 
 
 def test_clip_classifier_loss_skips_missing_targets():
@@ -228,6 +259,21 @@ def test_space_time_transformer_needs_32_pixel_frames():
 def test_tokens_must_have_four_dimensions():
     with pytest.raises(ValueError, match="x must have 4 dimensions"):
         video.DividedSpaceTimeBlock(dim=8, heads=2)(torch.rand(2, 5, 8))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"in_channels": 0, "out_channels": 8}, ValueError, "in_channels must be an int in"),
+    ({"in_channels": 3, "out_channels": 8.0}, TypeError, "out_channels must be an int"),
+    ({"in_channels": 3, "out_channels": 8, "t": 0}, ValueError, "t must be an int in"),
+])
+def test_r2plus1d_mid_width_rejects_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        video.r2plus1d_mid_width(**kwargs)
+
+
+def test_conv2plus1d_matched_must_be_a_bool():
+    with pytest.raises(TypeError, match="matched must be"):
+        video.Conv2Plus1D(matched="yes")
 
 
 def test_heads_must_divide_dim():
