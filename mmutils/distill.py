@@ -31,10 +31,12 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     """Hinton et al. (2015): soft targets on every row, plus the cross-entropy of the rows that have a label.
 
     ``student_logits, teacher_logits``: (B, C); ``labels``: (B,) int64, a class in [0, C) or ``-1`` for an unlabelled
-    row. Returns ``distillation_loss(student, teacher, T) + hard_weight * sum_labelled CE / B``: the hard term is
-    divided by the whole batch, so a batch with few labels gives the labels a small weight, as Hinton et al.
-    recommend. The soft term carries the ``T^2`` factor, which keeps its gradients on the scale of the hard term's
-    whatever the temperature (:func:`distillation_loss`).
+    row. Returns ``distillation_loss(student, teacher, T) + hard_weight * sum_labelled CE / B``, the hard term at
+    ``T = 1`` as in Hinton et al.: its sum over the labelled rows is divided by the whole batch, so each labelled
+    row weighs ``hard_weight`` times as much as each row's soft term, and a batch with few labels gives the labels
+    a small total weight (Hinton et al. found a considerably lower weight on the hard term to work best;
+    ``hard_weight`` sets it). The soft term carries the ``T^2`` factor, which keeps its gradients on the scale of
+    the hard term's whatever the temperature (:func:`distillation_loss`).
     """
     check_tensor("student_logits", student_logits, 2, dtype="float")
     b, c = student_logits.shape
@@ -66,7 +68,8 @@ def affinity_mimicking_loss(student_image: torch.Tensor, student_text: torch.Ten
     the CLIP logits ``exp(logit_scale) * cos`` (scales clamped as in :func:`mmutils.nn.clip_loss`), (B, B) for each
     model. Returns the mean of KL(teacher || student) over the rows of the image-to-text affinities (each image's
     distribution over the B texts) and over the rows of the text-to-image affinities: zero when the student's
-    similarity matrix equals the teacher's. The teacher's side is detached. TinyCLIP writes the same objective
+    similarity matrix equals the teacher's. Each model keeps its own logit scale and the two directions are
+    averaged, as in TinyCLIP's released training code. The teacher's side is detached. TinyCLIP writes the same objective
     as a cross-entropy with the teacher's softmax as target, which differs from this one by the teacher's entropy,
     a constant for the student.
     """
