@@ -265,8 +265,13 @@ def _noun(desc) -> str:
     return " ".join(w for w in (size, color, shape or "object") if w)
 
 
+def _indefinite(noun: str) -> str:
+    """``noun`` with its indefinite article: "an orange star", "an object", "a red circle"."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def _describe(target, relation: str, anchor) -> str:
-    return f"a {_noun(target)} {relation} a {_noun(anchor)}"
+    return f"{_indefinite(_noun(target))} {relation} {_indefinite(_noun(anchor))}"
 
 
 def collection_questions(scenes: Sequence[world.Scene], *, seed: int | np.random.Generator = 0,

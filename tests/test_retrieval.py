@@ -108,6 +108,15 @@ def test_answers_in_hand_made():
                                                                                   0.5, 0.3)))
     assert R.answers_in(q, moved) == frozenset()  # the star is below: the picture does not fit
     assert q.filled("blue").description == "a blue star above a red circle"
+    assert q.filled("orange").description == "an orange star above a red circle"  # "an" before a vowel
+
+
+def test_descriptions_use_the_right_article():
+    scenes = world.sample_scenes(300, min_objects=2, max_objects=3, seed=6)
+    words = [q.description.split() for q in R.collection_questions(scenes, seed=7)]
+    pairs = [(w[i], w[i + 1]) for w in words for i in range(len(w) - 1) if w[i] in ("a", "an")]
+    assert {b for a, b in pairs if a == "an"} & {"orange", "object"}  # both cases occur
+    assert all((a == "an") == (b[0] in "aeiou") for a, b in pairs)
 
 
 # --------------------------------------------------------------------------- #
