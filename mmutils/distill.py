@@ -7,12 +7,10 @@
 * :func:`affinity_mimicking_loss` – TinyCLIP's affinity mimicking (Wu et al., 2023): the student's image-to-text and
   text-to-image similarity distributions within a batch match the teacher's.
 * :func:`teacher_outputs` – a frozen teacher run once over a whole data set, in chunks (its soft labels).
-* :func:`parameter_count`, :func:`best_time` – the size and the measured latency of a model.
+* :func:`parameter_count`, :func:`best_time` – the size and the measured latency of a model (``best_time`` is
+  defined in :mod:`mmutils.runtime`, re-exported here).
 """
 from __future__ import annotations
-
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +18,7 @@ from torch import nn
 
 from .checks import check_float, check_instance, check_int, check_tensor
 from .nn.losses import distillation_loss, logit_scale_to_scale
-from .runtime import evaluating
+from .runtime import best_time, evaluating
 
 __all__ = ["distillation_loss", "soft_target_loss", "affinity_mimicking_loss", "teacher_outputs",
            "parameter_count", "best_time"]
@@ -110,23 +108,3 @@ def parameter_count(model: nn.Module) -> int:
     """The number of parameters of ``model`` (trainable or not; buffers such as BatchNorm statistics excluded)."""
     check_instance("model", model, nn.Module)
     return sum(p.numel() for p in model.parameters())
-
-
-def best_time(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 2) -> float:
-    """The fastest of ``repeats`` timed calls of ``fn()``, in seconds, after ``warmup`` untimed calls.
-
-    The minimum is the run least disturbed by other programs on the machine, so it varies far less from run to run
-    than the mean; it still depends on the machine. Calls run under ``torch.no_grad()``.
-    """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    repeats = check_int("repeats", repeats, min=1)
-    warmup = check_int("warmup", warmup, min=0)
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return min(times)
