@@ -1,13 +1,15 @@
 """Tests of seeding, device choice, budgets and timing."""
+import functools
 import os
 import random
+import threading
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from mmutils.runtime import Budget, Timer, device, peak_memory_mb, seed_everything
+from mmutils.runtime import Budget, Timer, device, peak_memory_mb, run_concurrently, seed_everything
 
 
 def test_seed_everything_repeats_all_generators():
@@ -102,3 +104,56 @@ def test_timer_measures_block():
 def test_peak_memory_mb_is_plausible():
     mb = peak_memory_mb()
     assert isinstance(mb, float) and 10 < mb < 1_000_000
+
+
+def _train_small_model(seed: int, steps: int = 20) -> torch.Tensor:
+    """A few SGD steps of a linear model drawing only from its own generator; its final weights."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.zeros(8, 1, requires_grad=True)
+    for _ in range(steps):
+        x = torch.randn(32, 8, generator=gen)
+        loss = ((x @ weight - x.sum(1, keepdim=True)) ** 2).mean()
+        loss.backward()
+        with torch.no_grad():
+            weight -= 0.1 * weight.grad
+            weight.grad = None
+    return weight.detach()
+
+
+def test_run_concurrently_returns_what_running_in_turn_returns():
+    jobs = [functools.partial(_train_small_model, seed) for seed in range(4)]
+    in_turn = [job() for job in jobs]
+    for workers in (None, 1, 2, 4):
+        results = run_concurrently(jobs, workers=workers)
+        assert all(torch.equal(a, b) for a, b in zip(results, in_turn, strict=True))
+
+
+def test_run_concurrently_runs_the_jobs_at_the_same_time():
+    meet = threading.Barrier(2, timeout=10)  # breaks (and raises) unless two jobs wait at once
+    assert run_concurrently([meet.wait, meet.wait], workers=2) is not None
+
+
+def test_run_concurrently_reraises_a_jobs_error():
+    def fail():
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        run_concurrently([lambda: 1, fail], workers=2)
+
+
+@pytest.mark.parametrize("draw", [lambda: torch.rand(1), lambda: np.random.rand(), lambda: random.random(),
+                                  lambda: torch.manual_seed(5)])
+def test_run_concurrently_refuses_jobs_that_use_the_shared_generators(draw):
+    with pytest.raises(RuntimeError, match="all threads share"):
+        run_concurrently([lambda: 1, draw], workers=2)
+
+
+def test_run_concurrently_checks_its_arguments():
+    with pytest.raises(TypeError, match="jobs must be a sequence"):
+        run_concurrently(lambda: 1)
+    with pytest.raises(TypeError, match=r"jobs\[1\] must be callable"):
+        run_concurrently([lambda: 1, 2])
+    with pytest.raises(ValueError, match="at least one"):
+        run_concurrently([])
+    with pytest.raises(ValueError, match="workers"):
+        run_concurrently([lambda: 1], workers=0)
