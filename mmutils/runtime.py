@@ -202,6 +202,12 @@ def _global_rng_states() -> tuple[bytes, str, bytes]:
     return (torch.get_rng_state().numpy().tobytes(), repr(np.random.get_state()), repr(random.getstate()).encode())
 
 
+def _with_grad_mode(job: Callable[[], object], enabled: bool) -> object:
+    """``job()`` with gradient recording on or off, as in the thread that called :func:`run_concurrently`."""
+    with torch.set_grad_enabled(enabled):
+        return job()
+
+
 def run_concurrently(jobs: Sequence[Callable[[], object]], *, workers: int | None = None) -> list:
     """Run independent jobs side by side, one thread each; return their results in the order of ``jobs``.
 
@@ -213,7 +219,9 @@ def run_concurrently(jobs: Sequence[Callable[[], object]], *, workers: int | Non
 
     ``jobs``: callables taking no arguments (e.g. ``functools.partial(train, config)`` or a lambda), each training or
     evaluating its own model. ``workers``: how many run at once, default ``min(len(jobs), os.cpu_count())``;
-    ``workers=1`` runs them one after the other in this thread. Exceptions are re-raised here, the first job's first.
+    ``workers=1`` runs them one after the other in this thread. Jobs run with gradients on or off as in the caller
+(inside ``torch.no_grad()``, they do not record gradients either). Exceptions are re-raised here, the first job's
+first.
 
     The results equal those of running the jobs one after the other, on the condition that the jobs share nothing
     they change: each has its own model and optimizer, and draws its randomness only from its own seeded
@@ -237,8 +245,9 @@ def run_concurrently(jobs: Sequence[Callable[[], object]], *, workers: int | Non
     if workers == 1:
         results = [job() for job in jobs]
     else:
+        grad = torch.is_grad_enabled()  # a thread-local setting: new threads start with gradients on
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(job) for job in jobs]
+            futures = [pool.submit(_with_grad_mode, job, grad) for job in jobs]
         results = [future.result() for future in futures]
     if _global_rng_states() != before:
         raise RuntimeError("a job drew from (or re-seeded) a random generator that all threads share (torch's global "

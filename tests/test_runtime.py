@@ -157,3 +157,9 @@ def test_run_concurrently_checks_its_arguments():
         run_concurrently([])
     with pytest.raises(ValueError, match="workers"):
         run_concurrently([lambda: 1], workers=0)
+
+
+def test_run_concurrently_keeps_the_callers_gradient_mode():
+    with torch.no_grad():
+        assert run_concurrently([torch.is_grad_enabled] * 2, workers=2) == [False, False]
+    assert run_concurrently([torch.is_grad_enabled] * 2, workers=2) == [True, True]
