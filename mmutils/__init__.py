@@ -42,6 +42,7 @@ and a chapter module never imports another chapter module:
    ``mm.simcse``        sentence encoder, SimCSE, synthetic STS benchmark (chapter 11)
    ``mm.pretraining``   contrastive + matching + captioning in one model (chapter 12)
    ``mm.distill``       knowledge distillation: soft targets, affinity mimicking, teacher outputs (chapter 14)
+   ``mm.multitask``     loss weighting (equal, uncertainty) and PCGrad for one backbone with several heads (chapter 15)
    ``mm.retrieval``     faiss indexes, recall against exact search, questions about a collection (chapter 16)
    ``mm.video``         clips with motion labels, frame averaging, (2+1)D, divided space-time attention (chapter 17)
    ``mm.distributed``   data-parallel contrastive training with torchrun (chapter 18)
