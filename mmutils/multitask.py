@@ -55,8 +55,11 @@ def uncertainty_weighted_loss(losses: torch.Tensor | Sequence[torch.Tensor], log
     ``losses``: (T,) task losses (or a sequence of T scalar tensors); ``log_vars``: (T,) learned log-variances
     ``s_i = log sigma_i^2``. Returns a scalar. For fixed ``L_i`` the minimum over ``s_i`` is at ``s_i = log L_i``,
     where the task's weighted term ``exp(-s_i) L_i`` equals 1: every task gets the same say, whatever the units of
-    its loss. This is the form used for classification and regression alike in most implementations; the paper's
-    Gaussian regression term is ``L_i / (2 sigma_i^2) + log sigma_i``, the same up to a factor of 1/2 on both terms.
+    its loss. This is the form used for classification and regression alike in most implementations. The paper
+    derives its terms from likelihoods: ``L_i / (2 sigma_i^2) + log sigma_i = (exp(-s_i) L_i + s_i) / 2`` for a
+    Gaussian regression task, and approximately ``L_i / sigma_i^2 + log sigma_i = exp(-s_i) L_i + s_i / 2`` for a
+    softmax classification task; at their optimum over ``s_i`` both give ``L_i`` the weight ``1 / (2 L_i)``, half of
+    this form's ``1 / L_i``.
     """
     losses = _check_losses(losses)
     check_tensor("log_vars", log_vars, 1, size={0: len(losses)}, dtype="float")
@@ -128,7 +131,9 @@ def pcgrad(grads: torch.Tensor, generator: torch.Generator | None = None) -> tor
     other tasks ``j`` in a random order (drawn from ``generator``); whenever ``g_i . g_j < 0`` it loses its component
     along ``g_j``: ``g_i <- g_i - (g_i . g_j) / |g_j|^2 g_j``, where ``g_j`` is the original gradient of task j.
     Returns the sum of the projected gradients, (P,). Gradients that do not conflict are left unchanged (their sum
-    is the ordinary gradient of the summed loss); two exactly opposite gradients cancel.
+    is the ordinary gradient of the summed loss); two exactly opposite gradients cancel; with two tasks the sum has a
+    non-negative dot product with each task's gradient. As in the paper's supervised experiments, pass the gradients
+    of the shared parameters only (:func:`pcgrad_backward` does).
     """
     check_tensor("grads", grads, 2, dtype="float")
     if len(grads) == 0:
@@ -154,7 +159,8 @@ def pcgrad_backward(losses: torch.Tensor | Sequence[torch.Tensor], shared: Seque
 
     ``losses``: (T,) (weighted) task losses; ``shared``: the parameters every task uses (the backbone); ``total``:
     the scalar whose ordinary gradient the other parameters (task heads, loss weights) get, ``losses.sum()`` when
-    None. Costs T + 1 backward passes (T task gradients on the shared parameters, then ``total``). Accumulates
+    None. Costs T + 1 backward passes (T task gradients on the shared parameters, then ``total``, which goes through
+    the shared parameters too; their gradient from it is then replaced). Accumulates
     into ``.grad`` of the non-shared parameters like ``total.backward()`` and overwrites that of ``shared``. Returns
     the (T, T) cosine similarities of the task gradients before projection (negative: conflicting).
     """

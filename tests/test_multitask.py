@@ -90,6 +90,32 @@ def test_pcgrad_closed_forms():
     torch.testing.assert_close(MT.pcgrad(g1[None]), g1)
 
 
+def test_pcgrad_two_tasks_never_point_against_either():
+    # Yu et al. (2020): with two tasks the PCGrad update has a non-negative dot product with both gradients
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        g1 = torch.randn(6, generator=gen)
+        g2 = -3 * g1 + torch.randn(6, generator=gen)  # conflicting, and three times larger
+        out = MT.pcgrad(torch.stack([g1, g2]))
+        assert out @ g1 >= -1e-5 and out @ g2 >= -1e-5
+        # the plain sum does point against the smaller one
+        assert (g1 + g2) @ g1 < 0
+
+
+def test_uncertainty_weighting_optimum_matches_kendalls_likelihood_forms():
+    # regression 1/(2 sigma^2) L + log sigma and classification 1/sigma^2 L + log sigma, with s = log sigma^2:
+    # at their optimum over s both weight L by 1 / (2 L), half the 1 / L of the form used here
+    L = torch.tensor(7.0)
+    s = torch.linspace(-5, 10, 150001)
+    regression = 0.5 * torch.exp(-s) * L + 0.5 * s
+    classification = torch.exp(-s) * L + 0.5 * s
+    for loss, factor in ((regression, 0.5), (classification, 1.0)):
+        s_opt = s[loss.argmin()]
+        assert (factor * torch.exp(-s_opt)).item() == pytest.approx(1 / (2 * L.item()), rel=1e-3)
+    ours = torch.exp(-s) * L + s
+    assert torch.exp(-s[ours.argmin()]).item() == pytest.approx(1 / L.item(), rel=1e-3)
+
+
 def test_pcgrad_matches_a_loop_with_the_same_random_order():
     gen = torch.Generator().manual_seed(0)
     grads = torch.randn(4, 9, generator=gen)
