@@ -176,17 +176,19 @@ class Timer:
         return f"Timer(seconds={self.seconds:.3f})"
 
 
-def best_time(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 2) -> float:
+def best_time(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 2, grad: bool = False) -> float:
     """The fastest of ``repeats`` timed calls of ``fn()``, in seconds, after ``warmup`` untimed calls.
 
     The minimum is the run least disturbed by other programs on the machine, so it varies far less from run to run
-    than the mean; it still depends on the machine. Calls run under ``torch.no_grad()``.
+    than the mean; it still depends on the machine. Calls run under ``torch.no_grad()`` unless ``grad=True`` (to time
+    a training step, backward pass included).
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     repeats = check_int("repeats", repeats, min=1)
     warmup = check_int("warmup", warmup, min=0)
-    with torch.no_grad():
+    check_instance("grad", grad, bool)
+    with torch.set_grad_enabled(grad):
         for _ in range(warmup):
             fn()
         times = []
@@ -220,8 +222,8 @@ def run_concurrently(jobs: Sequence[Callable[[], object]], *, workers: int | Non
     ``jobs``: callables taking no arguments (e.g. ``functools.partial(train, config)`` or a lambda), each training or
     evaluating its own model. ``workers``: how many run at once, default ``min(len(jobs), os.cpu_count())``;
     ``workers=1`` runs them one after the other in this thread. Jobs run with gradients on or off as in the caller
-(inside ``torch.no_grad()``, they do not record gradients either). Exceptions are re-raised here, the first job's
-first.
+    (inside ``torch.no_grad()``, they do not record gradients either). Exceptions are re-raised here, the first job's
+    first.
 
     The results equal those of running the jobs one after the other, on the condition that the jobs share nothing
     they change: each has its own model and optimizer, and draws its randomness only from its own seeded

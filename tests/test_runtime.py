@@ -163,3 +163,14 @@ def test_run_concurrently_keeps_the_callers_gradient_mode():
     with torch.no_grad():
         assert run_concurrently([torch.is_grad_enabled] * 2, workers=2) == [False, False]
     assert run_concurrently([torch.is_grad_enabled] * 2, workers=2) == [True, True]
+
+
+def test_best_time_records_gradients_only_when_asked():
+    from mmutils.runtime import best_time
+
+    modes = []
+    best_time(lambda: modes.append(torch.is_grad_enabled()), repeats=1, warmup=0)
+    best_time(lambda: modes.append(torch.is_grad_enabled()), repeats=1, warmup=0, grad=True)
+    assert modes == [False, True]
+    with pytest.raises(TypeError, match="grad"):
+        best_time(lambda: None, grad=1)
