@@ -213,11 +213,11 @@ def _with_grad_mode(job: Callable[[], object], enabled: bool) -> object:
 def run_concurrently(jobs: Sequence[Callable[[], object]], *, workers: int | None = None) -> list:
     """Run independent jobs side by side, one thread each; return their results in the order of ``jobs``.
 
-    A model of a few thousand parameters keeps one core of a CPU busy and leaves the others idle: its tensors are too
-    small for PyTorch to split one operation across threads. Several such training runs can share the cores instead:
-    PyTorch releases Python's global interpreter lock inside its operations and during ``backward()``, so threads
-    overlap for most of a step (two training runs on a 2-core CPU finish in about 0.6 of the time they take one after
-    the other). Put the longest job first: a free thread takes the next job in order.
+    A model of a few thousand parameters keeps one core of a CPU busy and leaves the others idle: splitting its small
+    operations across threads does not pay. Several such training runs can share the cores instead: PyTorch releases
+    Python's global interpreter lock while one of its operations runs (forward, ``backward()``, fused optimizer
+    steps), so one thread's operations can run while another runs Python code. Put the longest job first: a free
+    thread takes the next job in order.
 
     ``jobs``: callables taking no arguments (e.g. ``functools.partial(train, config)`` or a lambda), each training or
     evaluating its own model. ``workers``: how many run at once, default ``min(len(jobs), os.cpu_count())``;
