@@ -83,6 +83,7 @@ def augment(images: torch.Tensor, *, crop_scale: tuple[float, float] = (0.3, 1.0
        (:func:`hue_rotation`);
     3. with probability ``grayscale_p``, **grayscale** (the luma in all channels).
 
+    MoCo v2 itself uses a hue jitter of 0.1 and grayscale with probability 0.2; the defaults here are stronger.
     Steps 2 and 3 need C = 3 (skip them with ``jitter = hue = grayscale_p = 0``). Unlike a ``v2`` transform,
     which draws one set of parameters per call (:func:`augment_v2`), the parameters are tensors of length B.
     Randomness comes from ``generator`` or torch's global generator, drawn on the CPU so that a seed gives the
@@ -324,7 +325,7 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int | None = No
 
     One ``F.affine_grid`` + ``F.grid_sample`` for the whole batch (``align_corners=False``): output pixel ``i``
     samples the box at ``x0 + (i + 0.5) / size * (x1 - x0)``, as ``torchvision.ops.roi_align(aligned=True,
-    sampling_ratio=1)`` and ``v2.functional.resized_crop`` (inside the box) do. Returns (B, C, size, size),
+    sampling_ratio=1)`` does away from the image border. Returns (B, C, size, size),
     ``size`` defaulting to H (square images).
     """
     check_tensor("images", images, 4, dtype="float")
