@@ -2,6 +2,7 @@
 
 * :func:`fit` – ``max_steps`` optimizer steps (or ``max_seconds``) of ``loss_fn(model, batches(step))``.
 * :func:`random_batches` – random mini-batches indexed from tensors that stay on the device.
+* :func:`linear_cooldown` – a constant learning rate, then a linear cool-down over the last steps.
 * :class:`History` – every logged loss, extra metric and evaluation.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from .checks import check_float, check_instance, check_int, check_tensor
 from .runtime import Budget, evaluating
 
-__all__ = ["History", "fit", "random_batches"]
+__all__ = ["History", "fit", "linear_cooldown", "random_batches"]
 
 _FLUSH_SECONDS = 0.5  # how often logged tensors are copied to Python floats (one device sync)
 
@@ -264,3 +265,26 @@ def random_batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0, gener
         return tuple(t[idx] for t in tensors)
 
     return batches
+
+
+# ---- Learning-rate schedule --------------------------------------------------
+def linear_cooldown(optimizer: torch.optim.Optimizer, total_steps: int, *, fraction: float = 0.3,
+                    floor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A constant learning rate, then a linear cool-down over the last ``fraction`` of ``total_steps``.
+
+    The factor on the optimizer's learning rate at step ``s`` is
+    ``min(1, max(floor, (total_steps - s) / (fraction * total_steps)))``: 1 until the cool-down starts, then
+    falling linearly to 0 at ``total_steps`` (held at ``floor`` once it gets there). This is the
+    "warmup-stable-decay" shape without the warm-up (Hägele et al., 2024, *Scaling laws and compute-optimal
+    training beyond fixed training durations*), where a short cool-down matches a cosine schedule of the same
+    length. Step the returned scheduler once per optimizer step (as :func:`fit` does with ``scheduler=``).
+    """
+    check_instance("optimizer", optimizer, torch.optim.Optimizer)
+    total_steps = check_int("total_steps", total_steps, min=1)
+    fraction = check_float("fraction", fraction, max=1.0, positive=True)
+    floor = check_float("floor", floor, min=0.0, max=1.0)
+
+    def factor(step: int) -> float:
+        return min(1.0, max(floor, (total_steps - step) / (fraction * total_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

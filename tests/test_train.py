@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmutils.train import History, fit, random_batches
+from mmutils.train import History, fit, linear_cooldown, random_batches
 
 
 def _regression(n=256, seed=0):
@@ -162,3 +162,35 @@ def test_random_batches_bad_input():
         random_batches([1, 2], batch_size=2)
     with pytest.raises(ValueError, match="same length"):
         random_batches(x, torch.zeros(9), batch_size=2)
+
+
+def _lrs(scheduler, steps):
+    lrs = []
+    for _ in range(steps + 1):
+        lrs.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_linear_cooldown_shape_and_floor():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    lrs = _lrs(linear_cooldown(opt, 10, fraction=0.4), 10)
+    # constant for the first 6 steps, then 0.1 * (10 - s) / 4 down to 0 at step 10
+    assert lrs[:7] == pytest.approx([0.1] * 7)
+    assert lrs[7:] == pytest.approx([0.075, 0.05, 0.025, 0.0])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    lrs = _lrs(linear_cooldown(opt, 10, fraction=0.4, floor=0.3), 10)
+    assert lrs[7:] == pytest.approx([0.075, 0.05, 0.03, 0.03])
+
+
+def test_linear_cooldown_bad_input():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(TypeError, match="optimizer"):
+        linear_cooldown("adam", 10)
+    with pytest.raises(ValueError, match="total_steps"):
+        linear_cooldown(opt, 0)
+    with pytest.raises(ValueError, match="fraction"):
+        linear_cooldown(opt, 10, fraction=1.5)
+    with pytest.raises(ValueError, match="floor"):
+        linear_cooldown(opt, 10, floor=-0.1)
