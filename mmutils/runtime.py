@@ -5,6 +5,7 @@
 * :class:`Budget` – a step and/or wall-clock budget for a training loop.
 * :class:`Timer` – a context manager that measures wall-clock seconds.
 * :func:`best_time` – the fastest of several timed calls (a latency that other programs disturb least).
+* :func:`threads` – a block of code with a given number of intra-op threads.
 * :func:`run_concurrently` – independent jobs (e.g. training runs of small models) side by side on the CPU's cores.
 * :func:`peak_memory_mb` – the resident memory of this process, in MiB.
 """
@@ -24,8 +25,8 @@ import torch
 
 from .checks import check_choice, check_float, check_instance, check_int
 
-__all__ = ["seed_everything", "device", "evaluating", "Budget", "Timer", "best_time", "run_concurrently",
-           "peak_memory_mb"]
+__all__ = ["seed_everything", "device", "evaluating", "Budget", "Timer", "best_time", "threads",
+           "run_concurrently", "peak_memory_mb"]
 
 _DEVICE_KINDS = ("cpu", "cuda", "mps")
 SEED_VARIABLE = "MMUTILS_SEED"
@@ -197,6 +198,25 @@ def best_time(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 2, gr
                 fn()
             times.append(timer.seconds)
     return min(times)
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` intra-op threads (``torch.set_num_threads(n)``); the previous number is restored after.
+
+    Large batched operations (convolutions over thousands of images) split well across threads; the small
+    operations of a tiny model do not. A notebook that runs its small models on one thread can use
+    ``with threads(2):`` for a batched step in between. Give a fixed number rather than the machine's core count:
+    how an operation is split can change its floating-point rounding, and so the results, with the thread count.
+    The count is a setting of the whole process: change it between, not during, the jobs of :func:`run_concurrently`.
+    """
+    n = check_int("n", n, min=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _global_rng_states() -> tuple[bytes, str, bytes]:

@@ -274,10 +274,11 @@ def linear_cooldown(optimizer: torch.optim.Optimizer, total_steps: int, *, fract
 
     The factor on the optimizer's learning rate at step ``s`` is
     ``min(1, max(floor, (total_steps - s) / (fraction * total_steps)))``: 1 until the cool-down starts, then
-    falling linearly to 0 at ``total_steps`` (held at ``floor`` once it gets there). This is the
-    "warmup-stable-decay" shape without the warm-up (Hägele et al., 2024, *Scaling laws and compute-optimal
-    training beyond fixed training durations*), where a short cool-down matches a cosine schedule of the same
-    length. Step the returned scheduler once per optimizer step (as :func:`fit` does with ``scheduler=``).
+    falling linearly, to 0 at ``total_steps``; with ``floor > 0`` it stops at ``floor`` and stays there. This is
+    the "warmup-stable-decay" (WSD) shape without the warm-up: Hägele et al. (NeurIPS 2024, *Scaling Laws and
+    Compute-Optimal Training Beyond Fixed Training Durations*) find, for language models, that a constant rate
+    followed by a short cool-down matches a cosine schedule of the same length. Step the returned scheduler once
+    per optimizer step (as :func:`fit` does with ``scheduler=``).
     """
     check_instance("optimizer", optimizer, torch.optim.Optimizer)
     total_steps = check_int("total_steps", total_steps, min=1)

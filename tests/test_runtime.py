@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmutils.runtime import Budget, Timer, device, peak_memory_mb, run_concurrently, seed_everything
+from mmutils.runtime import (
+    Budget, Timer, device, peak_memory_mb, run_concurrently, seed_everything, threads,
+)
 
 
 def test_seed_everything_repeats_all_generators():
@@ -174,3 +176,20 @@ def test_best_time_records_gradients_only_when_asked():
     assert modes == [False, True]
     with pytest.raises(TypeError, match="grad"):
         best_time(lambda: None, grad=1)
+
+
+def test_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), threads(1):  # restored after an error too
+        raise RuntimeError
+    assert torch.get_num_threads() == before
+
+
+def test_threads_bad_input():
+    with pytest.raises(TypeError, match="n must be"), threads(1.5):
+        pass
+    with pytest.raises(ValueError, match="n must be"), threads(0):
+        pass

@@ -176,7 +176,7 @@ def _lrs(scheduler, steps):
 def test_linear_cooldown_shape_and_floor():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     lrs = _lrs(linear_cooldown(opt, 10, fraction=0.4), 10)
-    # constant for the first 6 steps, then 0.1 * (10 - s) / 4 down to 0 at step 10
+    # constant for steps 0 to 6, then 0.1 * (10 - s) / 4 for steps 7 to 10, down to 0 at step 10
     assert lrs[:7] == pytest.approx([0.1] * 7)
     assert lrs[7:] == pytest.approx([0.075, 0.05, 0.025, 0.0])
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
