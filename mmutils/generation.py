@@ -7,7 +7,8 @@ Judging: :class:`Oracle` (a per-cell classifier with exact ShapesWorld labels) r
 Generating: :func:`flow_noise` and :func:`euler_sample` (rectified flow, Liu et al., 2023; flow matching,
 Lipman et al., 2023), :func:`ddpm_noise` (Ho et al., 2020), :func:`guided` (classifier-free guidance,
 Ho & Salimans, 2022), a patchify :class:`PatchAutoencoder` and a FiLM :class:`FlowUNet` that works in its
-latent grid (latent diffusion, Rombach et al., 2022). Models that later chapters share are trained once,
+latent grid (latent diffusion, Rombach et al., 2022); a :class:`ConditionalVAE` is the one-pass baseline
+(Kingma & Welling, 2014; Sohn et al., 2015). Models that later chapters share are trained once,
 deterministically, and cached on disk by :func:`cached_state` (``.cache/`` at the repository root, or the
 folder named by ``MMUTILS_CACHE``).
 """
@@ -35,12 +36,15 @@ from .checks import (
 )
 from .nn.encoders import ConvTower, TransformerTextEncoder
 from .nn.layers import FiLM
+from .runtime import threads
 from .train import fit, random_batches
 from .world import COLORS, SHAPES, SIZES, Obj, Scene, cell_labels, decode_cell_label
 from .world.language import desc_matches, facts_hold, parse_caption
 
 __all__ = [
     "CACHE_VARIABLE",
+    "ConditionalVAE",
+    "ConditionalVAEConfig",
     "FlowUNet",
     "FlowUNetConfig",
     "Oracle",
@@ -63,9 +67,11 @@ __all__ = [
     "oracle_fid",
     "prompt_fidelity",
     "sample_latents",
+    "sample_vae",
     "scene_images",
     "train_autoencoder",
     "train_oracle",
+    "vae_loss",
 ]
 
 CACHE_VARIABLE = "MMUTILS_CACHE"
@@ -249,14 +255,21 @@ def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: in
 
 
 ORACLE_RECIPE = "oracle-v2"
+TRAIN_THREADS = 2  # the cached models train on this many threads, whatever the machine: the same weights everywhere
 
 
 def load_oracle(seed: int = 0, *, steps: int = 800, progress: bool = False) -> Oracle:
-    """The oracle of :func:`train_oracle` for ``seed``, trained once and cached (see :func:`cached_state`)."""
+    """The oracle of :func:`train_oracle` for ``seed``, trained once (on ``TRAIN_THREADS`` threads) and cached
+    (see :func:`cached_state`)."""
     seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
     cfg = OracleConfig()
-    key = {"recipe": ORACLE_RECIPE, "seed": seed, "steps": steps, "config": asdict(cfg)}
-    state = cached_state("oracle", key, lambda: train_oracle(cfg, steps=steps, seed=seed, progress=progress))
+    key = {"recipe": ORACLE_RECIPE, "seed": seed, "steps": steps, "config": asdict(cfg), "threads": TRAIN_THREADS}
+
+    def build() -> Oracle:
+        with threads(TRAIN_THREADS):
+            return train_oracle(cfg, steps=steps, seed=seed, progress=progress)
+
+    state = cached_state("oracle", key, build)
     with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's random state
         model = Oracle(cfg)
     model.load_state_dict(state)
@@ -472,7 +485,7 @@ class PatchAutoencoder(nn.Module):
     convolutions and a pixel shuffle back to (B, 3, H, W).
     """
 
-    def __init__(self, latent: int = 4, width: int = 32, patch: int = 2):
+    def __init__(self, latent: int = 4, width: int = 64, patch: int = 2):
         super().__init__()
         self.latent = check_int("latent", latent, min=1)
         self.patch = check_int("patch", patch, min=1)
@@ -503,13 +516,15 @@ def _ae_loss(model: PatchAutoencoder, batch, object_weight: float) -> torch.Tens
     return (weight * (recon.float() - images).square()).mean()
 
 
-def train_autoencoder(*, n: int = 8000, steps: int = 1000, batch_size: int = 64, lr: float = 1e-2,
-                      object_weight: float = 8.0, latent: int = 4, width: int = 32, patch: int = 2,
+def train_autoencoder(*, n: int = 8000, steps: int = 1000, batch_size: int = 64, lr: float = 5e-3,
+                      grad_clip: float | None = 1.0,
+                      object_weight: float = 8.0, latent: int = 4, width: int = 64, patch: int = 2,
                       max_objects: int = 2, seed: int = 0, progress: bool = False) -> PatchAutoencoder:
     """A :class:`PatchAutoencoder` trained to reconstruct ``n`` random 32x32 scenes (seed ``seed``).
 
     Squared error with object pixels weighted ``object_weight`` (they are a small part of the image and
-    carry the shape); AdamW with a one-cycle rate peaking at ``lr``, under bf16 autocast. The latent
+    carry the shape); AdamW with a one-cycle rate peaking at ``lr`` and the gradient norm clipped to
+    ``grad_clip`` (at 1e-2 without clipping, one seed in three collapsed to a blur), under bf16 autocast. The latent
     statistics of the training images are stored in ``mean``/``std``, so latents are about zero-mean and
     unit-variance per channel.
     """
@@ -521,7 +536,7 @@ def train_autoencoder(*, n: int = 8000, steps: int = 1000, batch_size: int = 64,
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     fit(model, lambda m, b: _ae_loss(m, b, object_weight), random_batches(images, batch_size=batch_size, seed=seed),
-        max_steps=steps, optimizer=opt, scheduler=sched, progress=progress, desc="autoencoder")
+        max_steps=steps, optimizer=opt, scheduler=sched, grad_clip=grad_clip, progress=progress, desc="autoencoder")
     with torch.no_grad():
         z = model.encoder(images[:2000] * 2 - 1)
         model.mean.copy_(z.mean((0, 2, 3), keepdim=True))
@@ -529,14 +544,20 @@ def train_autoencoder(*, n: int = 8000, steps: int = 1000, batch_size: int = 64,
     return model.eval()
 
 
-AE_RECIPE = "patch-ae-v2"
+AE_RECIPE = "patch-ae-v4"
 
 
 def load_autoencoder(seed: int = 0, *, steps: int = 1000, progress: bool = False) -> PatchAutoencoder:
-    """The autoencoder of :func:`train_autoencoder` for ``seed``, trained once and cached."""
+    """The autoencoder of :func:`train_autoencoder` for ``seed``, trained once (on ``TRAIN_THREADS`` threads)
+    and cached."""
     seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
-    key = {"recipe": AE_RECIPE, "seed": seed, "steps": steps}
-    state = cached_state("autoencoder", key, lambda: train_autoencoder(steps=steps, seed=seed, progress=progress))
+    key = {"recipe": AE_RECIPE, "seed": seed, "steps": steps, "threads": TRAIN_THREADS}
+
+    def build() -> PatchAutoencoder:
+        with threads(TRAIN_THREADS):
+            return train_autoencoder(steps=steps, seed=seed, progress=progress)
+
+    state = cached_state("autoencoder", key, build)
     with torch.random.fork_rng(devices=[]):
         model = PatchAutoencoder()
     model.load_state_dict(state)
@@ -670,3 +691,83 @@ def sample_latents(model: FlowUNet, ids: torch.Tensor, mask: torch.Tensor, *, sc
 
     noise = torch.randn((len(ids), *shape), generator=generator, device=ids.device)
     return euler_sample(velocity, noise, steps)
+
+
+# ---- The baseline: a conditional VAE -----------------------------------------
+@dataclass(frozen=True)
+class ConditionalVAEConfig:
+    """A conditional VAE on the latent grid: a conv encoder to ``z_dim`` numbers, a conv decoder back."""
+
+    vocab_size: int = 64
+    in_channels: int = 4
+    grid: int = 16
+    width: int = 64
+    z_dim: int = 32
+    text_dim: int = 64
+    text_layers: int = 1
+    max_len: int = 24
+
+
+class ConditionalVAE(nn.Module):
+    """A conditional variational autoencoder (Kingma & Welling, 2014; Sohn et al., 2015): the one-pass baseline.
+
+    ``encode(x, text)``: latents (B, C, g, g) and a text vector (B, text_dim) -> the posterior's mean and log
+    variance (B, z_dim) each; ``decode(z, text)`` -> latents (B, C, g, g), the mean of a Gaussian decoder;
+    ``text_vector(ids, mask)`` -> (B, text_dim), the prompt pooled by a small Transformer. A sample for a prompt
+    is ``decode(z, text)`` with ``z ~ N(0, I)``: one pass, no iterations.
+    """
+
+    def __init__(self, config: ConditionalVAEConfig | None = None, **overrides):
+        super().__init__()
+        cfg = self.config = config_with(ConditionalVAEConfig, config, overrides)
+        c, g, w = cfg.in_channels, cfg.grid, cfg.width
+        self.text = TransformerTextEncoder(cfg.vocab_size, cfg.text_dim, layers=cfg.text_layers, max_len=cfg.max_len,
+                                           embed_std=0.02)
+        self.encoder = nn.Sequential(nn.Conv2d(c, w, 3, padding=1), nn.SiLU(),
+                                     nn.Conv2d(w, w, 3, stride=2, padding=1), nn.SiLU(), nn.Flatten())
+        self.posterior = nn.Linear(w * (g // 2) ** 2 + cfg.text_dim, 2 * cfg.z_dim)
+        self.expand = nn.Linear(cfg.z_dim + cfg.text_dim, w * (g // 2) ** 2)
+        self.decoder = nn.Sequential(nn.SiLU(), nn.ConvTranspose2d(w, w, 2, stride=2), nn.SiLU(),
+                                     nn.Conv2d(w, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, c, 3, padding=1))
+
+    def text_vector(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.text(ids, mask)[1]  # (B, text_dim)
+
+    def encode(self, x: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.cat([self.encoder(x), text], dim=1)  # (B, w * (g/2)^2 + text_dim)
+        mean, log_var = self.posterior(h).chunk(2, dim=1)  # (B, z_dim) each
+        return mean, log_var
+
+    def decode(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        g, w = self.config.grid, self.config.width
+        h = self.expand(torch.cat([z, text], dim=1)).view(len(z), w, g // 2, g // 2)  # (B, w, g/2, g/2)
+        return self.decoder(h)  # (B, C, g, g)
+
+
+def vae_loss(model: ConditionalVAE, latents: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *,
+             noise_std: float = 0.5, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The negative ELBO per example, in nats up to a constant: ``||x - decode(z)||² / (2 noise_std²) + KL``.
+
+    ``latents`` (B, C, g, g), prompt ``ids``/``mask`` (B, L); ``z`` is drawn from the posterior by the
+    reparameterisation trick (Kingma & Welling, 2014); ``noise_std`` is the decoder's fixed standard deviation
+    (smaller: sharper reconstructions, a posterior further from the prior). Returns ``{"loss", "recon", "kl"}``.
+    """
+    text = model.text_vector(ids, mask)
+    mean, log_var = model.encode(latents, text)
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+    z = mean + (0.5 * log_var).exp() * eps  # (B, z_dim)
+    recon = (model.decode(z, text) - latents).square().flatten(1).sum(1) / (2 * noise_std ** 2)  # (B,)
+    kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(1)  # (B,) KL(q(z|x) || N(0, I))
+    return {"loss": (recon + kl).mean(), "recon": recon.mean().detach(), "kl": kl.mean().detach()}
+
+
+@torch.no_grad()
+def sample_vae(model: ConditionalVAE, ids: torch.Tensor, mask: torch.Tensor, *,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Latents (B, C, g, g) for prompts ``ids``/``mask`` (B, L): ``decode(z, text)`` with ``z ~ N(0, I)``."""
+    check_instance("model", model, ConditionalVAE)
+    check_tensor("ids", ids, 2, dtype="int")
+    check_tensor("mask", mask, 2, size={0: len(ids), 1: ids.shape[1]})
+    model.eval()
+    z = torch.randn(len(ids), model.config.z_dim, generator=generator, device=ids.device)
+    return model.decode(z, model.text_vector(ids, mask))

@@ -269,13 +269,14 @@ def random_batches(*tensors: torch.Tensor, batch_size: int, seed: int = 0, gener
 
 # ---- Learning-rate schedule --------------------------------------------------
 def linear_cooldown(optimizer: torch.optim.Optimizer, total_steps: int, *, fraction: float = 0.3,
-                    floor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+                    floor: float = 0.0, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
     """A constant learning rate, then a linear cool-down over the last ``fraction`` of ``total_steps``.
 
     The factor on the optimizer's learning rate at step ``s`` is
     ``min(1, max(floor, (total_steps - s) / (fraction * total_steps)))``: 1 until the cool-down starts, then
-    falling linearly, to 0 at ``total_steps``; with ``floor > 0`` it stops at ``floor`` and stays there. This is
-    the "warmup-stable-decay" (WSD) shape without the warm-up: Hägele et al. (NeurIPS 2024, *Scaling Laws and
+    falling linearly, to 0 at ``total_steps``; with ``floor > 0`` it stops at ``floor`` and stays there. With
+    ``warmup > 0`` the factor is also at most ``(s + 1) / warmup``: a linear warm-up over the first ``warmup``
+    steps. This is the "warmup-stable-decay" (WSD) shape: Hägele et al. (NeurIPS 2024, *Scaling Laws and
     Compute-Optimal Training Beyond Fixed Training Durations*) find, for language models, that a constant rate
     followed by a short cool-down matches a cosine schedule of the same length. Step the returned scheduler once
     per optimizer step (as :func:`fit` does with ``scheduler=``).
@@ -284,8 +285,10 @@ def linear_cooldown(optimizer: torch.optim.Optimizer, total_steps: int, *, fract
     total_steps = check_int("total_steps", total_steps, min=1)
     fraction = check_float("fraction", fraction, max=1.0, positive=True)
     floor = check_float("floor", floor, min=0.0, max=1.0)
+    warmup = check_int("warmup", warmup, min=0)
 
     def factor(step: int) -> float:
-        return min(1.0, max(floor, (total_steps - step) / (fraction * total_steps)))
+        rise = (step + 1) / warmup if warmup else 1.0
+        return min(1.0, rise, max(floor, (total_steps - step) / (fraction * total_steps)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

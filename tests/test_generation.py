@@ -284,6 +284,39 @@ def test_flow_unet_shapes_null_prompt_loss_and_sampler():
     assert z_neg.shape == (3, 4, 8, 8) and not torch.allclose(z, z_neg)
 
 
+def test_conditional_vae_shapes_loss_terms_and_samples():
+    torch.manual_seed(0)
+    vae = g.ConditionalVAE(vocab_size=20, grid=8, width=16, z_dim=6, text_dim=16)
+    ids = torch.randint(5, 20, (3, 6))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    x = torch.randn(3, 4, 8, 8)
+    text = vae.text_vector(ids, mask)
+    mean, log_var = vae.encode(x, text)
+    assert text.shape == (3, 16) and mean.shape == log_var.shape == (3, 6)
+    assert vae.decode(mean, text).shape == (3, 4, 8, 8)
+    out = g.vae_loss(vae, x, ids, mask, generator=torch.Generator().manual_seed(0))
+    # the KL of a diagonal Gaussian to N(0, I), in closed form, from the same encoder outputs
+    kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(1).mean()
+    torch.testing.assert_close(out["kl"], kl.detach())
+    torch.testing.assert_close(out["loss"].detach(), out["recon"] + out["kl"])
+    out["loss"].backward()
+    assert all(p.grad is not None for p in vae.parameters() if p.requires_grad and p.dim() > 1)
+    # noise_std scales the reconstruction term by 1 / noise_std²
+    half = g.vae_loss(vae, x, ids, mask, noise_std=1.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(half["recon"] * 4, out["recon"])
+    z = g.sample_vae(vae, ids, mask, generator=torch.Generator().manual_seed(1))
+    assert z.shape == (3, 4, 8, 8) and not vae.training
+    torch.testing.assert_close(z, g.sample_vae(vae, ids, mask, generator=torch.Generator().manual_seed(1)))
+
+
+def test_sample_vae_bad_inputs():
+    vae = g.ConditionalVAE(vocab_size=20, grid=8, width=16, z_dim=6, text_dim=16)
+    with pytest.raises(TypeError, match="model"):
+        g.sample_vae(torch.nn.Linear(1, 1), torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="mask"):
+        g.sample_vae(vae, torch.ones(2, 3, dtype=torch.long), torch.ones(3, 3))
+
+
 # ---- Bad inputs --------------------------------------------------------------
 def test_bad_tensor_type_names_the_argument():
     with pytest.raises(TypeError, match="x0"):

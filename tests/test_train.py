@@ -184,6 +184,14 @@ def test_linear_cooldown_shape_and_floor():
     assert lrs[7:] == pytest.approx([0.075, 0.05, 0.03, 0.03])
 
 
+def test_linear_cooldown_warmup():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    lrs = _lrs(linear_cooldown(opt, 10, fraction=0.4, warmup=4), 10)
+    # 0.1 * (s + 1) / 4 for steps 0 to 3, then constant, then the same cool-down as without a warm-up
+    assert lrs[:7] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.1])
+    assert lrs[7:] == pytest.approx([0.075, 0.05, 0.025, 0.0])
+
+
 def test_linear_cooldown_bad_input():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(TypeError, match="optimizer"):
@@ -194,3 +202,5 @@ def test_linear_cooldown_bad_input():
         linear_cooldown(opt, 10, fraction=1.5)
     with pytest.raises(ValueError, match="floor"):
         linear_cooldown(opt, 10, floor=-0.1)
+    with pytest.raises(ValueError, match="warmup"):
+        linear_cooldown(opt, 10, warmup=-1)

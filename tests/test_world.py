@@ -346,3 +346,24 @@ _SCENE = w.Scene((w.Obj("circle", "red", "small", 0.2, 0.5), w.Obj("square", "bl
 def test_bad_input_names_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_drop_attributes_leaves_out_colour_and_size_words():
+    caps = ["there is a big red circle", "a small green cross left of a large blue star"]
+    assert w.drop_attributes(caps, 0.0) == caps
+    assert w.drop_attributes(caps, 1.0) == ["there is a circle", "a cross left of a star"]
+    scenes = w.sample_scenes(200, max_objects=2, seed=1)
+    some = w.drop_attributes(w.captions(scenes, seed=2), 0.5, seed=3)
+    assert some == w.drop_attributes(w.captions(scenes, seed=2), 0.5, seed=3)  # reproducible from the seed
+    assert all(w.facts_hold(w.parse_caption(c), s) for c, s in zip(some, scenes))  # still true, says less
+    named = [d for c in some for f in w.parse_caption(c) if f[0] == "exists" for d in [f[1]]]
+    assert 0.3 < sum(d[1] is None for d in named) / len(named) < 0.7
+
+
+def test_drop_attributes_bad_input():
+    with pytest.raises(TypeError, match="captions"):
+        w.drop_attributes("a red circle", 0.5)
+    with pytest.raises(ValueError, match="p"):
+        w.drop_attributes(["a red circle"], 1.5)
+    with pytest.raises(TypeError, match="p"):
+        w.drop_attributes(["a red circle"], "half")

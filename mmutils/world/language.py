@@ -12,7 +12,7 @@ from typing import Iterable, Sequence as SequenceType
 
 import numpy as np
 
-from ..checks import check_instance, check_rng
+from ..checks import check_float, check_instance, check_rng
 from .scenes import ANSWERS, COLOR_RGB, COLORS, OPPOSITE, SHAPES, Obj, Scene
 
 _SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
@@ -107,6 +107,20 @@ def swap_relation(caption: str) -> str:
     if count == 0:
         raise ValueError(f"caption states no relation (left of, right of, above, below ...): {caption!r}")
     return swapped
+
+
+def drop_attributes(captions: SequenceType[str], p: float, *, seed: int | np.random.Generator = 0) -> list[str]:
+    """The captions with each colour word and each size word left out, independently, with probability ``p``.
+
+    "there is a big red circle" -> "there is a red circle", "there is a big circle", ... A caption stays true
+    of its scene and says less (an attribute left out parses as ``None``). Training on such captions teaches a
+    text-conditioned model what an underspecified prompt allows, as real captions leave most attributes unsaid.
+    """
+    check_instance("captions", captions, (list, tuple))
+    p = check_float("p", p, min=0.0, max=1.0)
+    rng = check_rng("seed", seed)
+    droppable = set(COLORS) | set(_WORD_TO_SIZE)
+    return [" ".join(w for w in c.split() if w not in droppable or rng.random() >= p) for c in captions]
 
 
 def scene_facts(scene: Scene) -> frozenset:
