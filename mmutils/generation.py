@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 CACHE_VARIABLE = "MMUTILS_CACHE"
+TRAIN_THREADS = 2  # cached models train on this many threads on every machine, so their weights are the same
 BACKGROUND = 16 / 255  # the renderer's background grey, in [0, 1]
 
 
@@ -93,18 +94,20 @@ def cached_state(name: str, key: dict, build: Callable[[], nn.Module]) -> dict:
     """The ``state_dict`` of the model ``build()`` trains, from the cache if it holds one for ``key``.
 
     ``key``: everything that determines the weights (recipe version, seed, steps, config), JSON-serializable;
-    the file is ``<name>-<sha1 of key>.pt``. ``build`` runs under :func:`torch.random.fork_rng` after
-    ``torch.manual_seed(key["seed"])``, so a cold cache gives the same weights as a warm one and leaves the
-    caller's random state as a warm cache does.
+    the file is ``<name>-<sha1 of key>.pt``, with ``"threads": TRAIN_THREADS`` added to the key. ``build`` runs
+    on ``TRAIN_THREADS`` intra-op threads, whatever the machine (the thread count can change the rounding, and
+    so the weights), under :func:`torch.random.fork_rng` after ``torch.manual_seed(key["seed"])``, so a cold
+    cache gives the same weights as a warm one and leaves the caller's random state as a warm cache does.
     """
     check_instance("name", name, str)
     check_instance("key", key, dict)
     check_int('key["seed"]', key.get("seed"), min=0)
+    key = {**key, "threads": TRAIN_THREADS}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"{name}-{digest}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), threads(TRAIN_THREADS):
         torch.manual_seed(key["seed"])
         state = {k: v.detach().cpu().clone() for k, v in build().state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,21 +258,14 @@ def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: in
 
 
 ORACLE_RECIPE = "oracle-v2"
-TRAIN_THREADS = 2  # the cached models train on this many threads, whatever the machine: the same weights everywhere
 
 
 def load_oracle(seed: int = 0, *, steps: int = 800, progress: bool = False) -> Oracle:
-    """The oracle of :func:`train_oracle` for ``seed``, trained once (on ``TRAIN_THREADS`` threads) and cached
-    (see :func:`cached_state`)."""
+    """The oracle of :func:`train_oracle` for ``seed``, trained once and cached (see :func:`cached_state`)."""
     seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
     cfg = OracleConfig()
-    key = {"recipe": ORACLE_RECIPE, "seed": seed, "steps": steps, "config": asdict(cfg), "threads": TRAIN_THREADS}
-
-    def build() -> Oracle:
-        with threads(TRAIN_THREADS):
-            return train_oracle(cfg, steps=steps, seed=seed, progress=progress)
-
-    state = cached_state("oracle", key, build)
+    key = {"recipe": ORACLE_RECIPE, "seed": seed, "steps": steps, "config": asdict(cfg)}
+    state = cached_state("oracle", key, lambda: train_oracle(cfg, steps=steps, seed=seed, progress=progress))
     with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's random state
         model = Oracle(cfg)
     model.load_state_dict(state)
@@ -524,8 +520,8 @@ def train_autoencoder(*, n: int = 8000, steps: int = 1000, batch_size: int = 64,
 
     Squared error with object pixels weighted ``object_weight`` (they are a small part of the image and
     carry the shape); AdamW with a one-cycle rate peaking at ``lr`` and the gradient norm clipped to
-    ``grad_clip`` (at 1e-2 without clipping, one seed in three collapsed to a blur), under bf16 autocast. The latent
-    statistics of the training images are stored in ``mean``/``std``, so latents are about zero-mean and
+    ``grad_clip`` (at 1e-2 without clipping, one seed in three collapsed to a blur), under bf16 autocast. The
+    latent statistics of the training images are stored in ``mean``/``std``, so latents are about zero-mean and
     unit-variance per channel.
     """
     from .world import sample_scenes
@@ -548,16 +544,10 @@ AE_RECIPE = "patch-ae-v4"
 
 
 def load_autoencoder(seed: int = 0, *, steps: int = 1000, progress: bool = False) -> PatchAutoencoder:
-    """The autoencoder of :func:`train_autoencoder` for ``seed``, trained once (on ``TRAIN_THREADS`` threads)
-    and cached."""
+    """The autoencoder of :func:`train_autoencoder` for ``seed``, trained once and cached."""
     seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
-    key = {"recipe": AE_RECIPE, "seed": seed, "steps": steps, "threads": TRAIN_THREADS}
-
-    def build() -> PatchAutoencoder:
-        with threads(TRAIN_THREADS):
-            return train_autoencoder(steps=steps, seed=seed, progress=progress)
-
-    state = cached_state("autoencoder", key, build)
+    key = {"recipe": AE_RECIPE, "seed": seed, "steps": steps}
+    state = cached_state("autoencoder", key, lambda: train_autoencoder(steps=steps, seed=seed, progress=progress))
     with torch.random.fork_rng(devices=[]):
         model = PatchAutoencoder()
     model.load_state_dict(state)

@@ -17,7 +17,7 @@ def test_cached_state_trains_once_and_keeps_the_callers_random_state(tmp_path, m
     calls = []
 
     def build():
-        calls.append(1)
+        calls.append(torch.get_num_threads())
         return torch.nn.Linear(3, 2)
 
     torch.manual_seed(5)
@@ -28,6 +28,7 @@ def test_cached_state_trains_once_and_keeps_the_callers_random_state(tmp_path, m
     after_cold = torch.rand(1)
     warm = g.cached_state("lin", {"seed": 3}, build)
     assert len(calls) == 1 and len(list(tmp_path.glob("lin-*.pt"))) == 1
+    assert calls == [g.TRAIN_THREADS]  # built on the fixed thread count, whatever the caller's
     torch.testing.assert_close(cold, warm)
     torch.manual_seed(5)
     assert torch.equal(torch.rand(1), before) and torch.equal(after_cold, before)  # state untouched

@@ -10,8 +10,8 @@ the unit square, ``y`` growing downwards; the same seed always gives the same ar
 from .audio import spectrogram, synthesize_audio
 from .labels import cell_labels, decode_cell_label
 from .language import (
-    caption, captions, desc_matches, drop_attributes, facts_hold, motion_caption, parse_caption, scene_facts, swap_relation,
-    vocabulary,
+    caption, captions, desc_matches, drop_attributes, facts_hold, motion_caption, parse_caption, scene_facts,
+    swap_relation, vocabulary,
 )
 from .motion import render_sequences, sample_sequences
 from .perturb import swap_positions, with_attribute
@@ -27,8 +27,8 @@ __all__ = [
     "SHAPES", "COLORS", "COLOR_RGB", "SIZES", "RELATIONS", "OPPOSITE", "DIRECTIONS", "QUESTION_TYPES", "ANSWERS",
     "MAX_OBJECTS", "RADIUS", "ATTRIBUTE_VALUES",
     "Obj", "Scene", "Question", "Sequence",
-    "sample_scenes", "render", "caption", "captions", "drop_attributes", "parse_caption", "scene_facts", "facts_hold", "desc_matches",
-    "swap_relation", "ask", "questions", "sample_sequences", "render_sequences", "motion_caption",
+    "sample_scenes", "render", "caption", "captions", "drop_attributes", "parse_caption", "scene_facts", "facts_hold",
+    "desc_matches", "swap_relation", "ask", "questions", "sample_sequences", "render_sequences", "motion_caption",
     "synthesize_audio", "spectrogram", "corpus", "vocabulary",
     "cell_labels", "decode_cell_label", "swap_positions", "with_attribute",
 ]
