@@ -37,6 +37,7 @@ and a chapter module never imports another chapter module:
    ``mm.matching``      hard negatives, cross-encoder matching, re-ranking (chapter 4)
    ``mm.vqa``           visual question answering models and baselines (chapter 5)
    ``mm.generation``    oracle judge, Fréchet distance, rectified flow, guidance, latent generators (chapter 6)
+   ``mm.editing``       SDEdit and inpainting helpers: holes, crops, exact merge, edit success and preservation (chapter 7)
    ``mm.clip``          CLIP-style dual encoder, zero-shot, relation-swap test (chapter 9)
    ``mm.moco``          momentum contrast, linear probes (chapter 10)
    ``mm.simcse``        sentence encoder, SimCSE, synthetic STS benchmark (chapter 11)

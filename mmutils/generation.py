@@ -42,6 +42,7 @@ from .world import COLORS, SHAPES, SIZES, Obj, Scene, cell_labels, decode_cell_l
 from .world.language import desc_matches, facts_hold, parse_caption
 
 __all__ = [
+    "BACKGROUND",
     "CACHE_VARIABLE",
     "ConditionalVAE",
     "ConditionalVAEConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "cached_state",
     "ddpm_alphas_cumprod",
     "ddpm_noise",
+    "euler_integrate",
     "euler_sample",
     "flow_loss",
     "flow_noise",
@@ -69,6 +71,7 @@ __all__ = [
     "sample_latents",
     "sample_vae",
     "scene_images",
+    "sdedit_sigmas",
     "train_autoencoder",
     "train_oracle",
     "vae_loss",
@@ -417,20 +420,46 @@ def flow_sigmas(steps: int) -> torch.Tensor:
     return torch.linspace(1.0, 0.0, check_int("steps", steps, min=1) + 1)
 
 
-def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
-                 steps: int = 20) -> torch.Tensor:
-    """Integrate ``dx/dt = velocity(x, t)`` from ``t = 1`` (``noise``) to ``t = 0`` in ``steps`` Euler steps.
+def sdedit_sigmas(steps: int, strength: float) -> torch.Tensor:
+    """The noise levels an image-to-image edit walks (SDEdit, Meng et al., 2022): the tail of
+    :func:`flow_sigmas` that starts at about ``strength``.
 
-    ``velocity(x (B, ...), t (B,)) -> (B, ...)``. Each step is ``x <- x + (t_next - t) v(x, t)`` on
-    :func:`flow_sigmas`, which is ``FlowMatchEulerDiscreteScheduler.step`` on the same sigmas.
+    Of ``steps`` Euler steps from noise to data, the first ``t_start = int(steps - steps * strength)`` are
+    skipped (the rounding of ``diffusers``' image-to-image pipelines, whose ``get_timesteps`` does the same);
+    the edit starts from the input noised to ``sigmas[0]`` and takes the remaining ``len(sigmas) - 1`` steps.
+    ``strength`` in (0, 1]: 1 is generation from pure noise, small values keep more of the input.
+    """
+    steps = check_int("steps", steps, min=1)
+    strength = check_float("strength", strength, min=0.0, max=1.0)
+    t_start = int(max(steps - min(steps * strength, steps), 0))
+    if t_start >= steps:
+        raise ValueError(f"strength must leave at least one step, got strength={strength}")
+    return flow_sigmas(steps)[t_start:]
+
+
+def euler_integrate(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                    sigmas: torch.Tensor) -> torch.Tensor:
+    """Integrate ``dx/dt = velocity(x, t)`` from ``t = sigmas[0]`` (where ``x`` is) through ``sigmas``.
+
+    ``velocity(x (B, ...), t (B,)) -> (B, ...)``; ``sigmas`` (K + 1,) decreasing. Each step is
+    ``x <- x + (t_next - t) v(x, t)``, which is ``FlowMatchEulerDiscreteScheduler.step`` on the same sigmas.
     """
     if not callable(velocity):
         raise TypeError(f"velocity must be callable, got {type(velocity).__name__}")
-    x = check_tensor("noise", noise, dtype="float")
-    sigmas = flow_sigmas(steps).to(x.device)
-    for t, t_next in pairwise(sigmas):
+    x = check_tensor("x", x, dtype="float")
+    check_tensor("sigmas", sigmas, 1, dtype="float")
+    for t, t_next in pairwise(sigmas.to(x.device)):
         x = x + (t_next - t) * velocity(x, t.expand(len(x)))
     return x
+
+
+def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
+                 steps: int = 20) -> torch.Tensor:
+    """Integrate ``dx/dt = velocity(x, t)`` from ``t = 1`` (``noise``) to ``t = 0`` in ``steps`` Euler steps
+    on :func:`flow_sigmas` (see :func:`euler_integrate`)."""
+    if not callable(velocity):
+        raise TypeError(f"velocity must be callable, got {type(velocity).__name__}")
+    return euler_integrate(velocity, check_tensor("noise", noise, dtype="float"), flow_sigmas(steps))
 
 
 def ddpm_alphas_cumprod(timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -566,6 +595,7 @@ class FlowUNetConfig:
     text_layers: int = 1
     cond_dim: int = 128
     max_len: int = 24
+    context_channels: int = 0  # extra input channels: a grid the velocity is conditioned on (0: none)
 
 
 class _ResBlock(nn.Module):
@@ -592,11 +622,14 @@ def _time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class FlowUNet(nn.Module):
-    """The velocity network ``v(x_t, t, prompt)`` of a text-conditioned rectified flow.
+    """The velocity network ``v(x_t, t, prompt, context)`` of a text-conditioned rectified flow.
 
-    ``forward(x, t, ids, mask)``: latents (B, C, h, w), times (B,) in [0, 1], prompt token ids and mask
-    (B, L) -> velocity (B, C, h, w). A prompt row of all-zero mask means "no prompt": the learned ``null``
-    condition, which classifier-free guidance contrasts with (Ho & Salimans, 2022). ``h``, ``w`` even.
+    ``forward(x, t, ids, mask, context=None)``: latents (B, C, h, w), times (B,) in [0, 1], prompt token ids
+    and mask (B, L) -> velocity (B, C, h, w). A prompt row of all-zero mask means "no prompt": the learned
+    ``null`` condition, which classifier-free guidance contrasts with (Ho & Salimans, 2022); ``ids = mask =
+    None`` is no prompt for every row. With ``context_channels > 0``, ``context`` (B, context_channels, h, w)
+    is concatenated to ``x`` at the input (as Stable Diffusion's inpainting model takes the masked image's
+    latents and the mask, and as image-to-image translators take their input). ``h``, ``w`` even.
     """
 
     def __init__(self, config: FlowUNetConfig | None = None, **overrides):
@@ -608,7 +641,7 @@ class FlowUNet(nn.Module):
         self.null = nn.Parameter(torch.zeros(cfg.text_dim))
         self.cond = nn.Sequential(nn.Linear(cfg.text_dim + 64, cfg.cond_dim), nn.SiLU(),
                                   nn.Linear(cfg.cond_dim, cfg.cond_dim))
-        self.stem = nn.Conv2d(cfg.in_channels, c1, 3, padding=1)
+        self.stem = nn.Conv2d(cfg.in_channels + cfg.context_channels, c1, 3, padding=1)
         self.down1 = _ResBlock(c1, c1, cfg.cond_dim)
         self.pool = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
         self.mid1 = _ResBlock(c2, c2, cfg.cond_dim)
@@ -617,15 +650,24 @@ class FlowUNet(nn.Module):
         self.up1 = _ResBlock(2 * c1, c1, cfg.cond_dim)
         self.out = nn.Sequential(nn.GroupNorm(8, c1), nn.SiLU(), nn.Conv2d(c1, cfg.in_channels, 3, padding=1))
 
-    def condition(self, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def condition(self, t: torch.Tensor, ids: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
         """The FiLM condition (B, cond_dim) from the time and the prompt (the null vector where mask is all 0)."""
-        has = mask.bool().any(1)  # (B,)
-        safe = mask.bool() | ~has[:, None]  # an empty row attends to its padding, then is replaced by null
-        _, pooled = self.text(ids, safe)  # (B, text_dim)
-        text = torch.where(has[:, None], pooled, self.null.expand_as(pooled))
+        if ids is None:
+            text = self.null.expand(len(t), -1)  # (B, text_dim)
+        else:
+            has = mask.bool().any(1)  # (B,)
+            safe = mask.bool() | ~has[:, None]  # an empty row attends to its padding, then is replaced by null
+            _, pooled = self.text(ids, safe)  # (B, text_dim)
+            text = torch.where(has[:, None], pooled, self.null.expand_as(pooled))
         return self.cond(torch.cat([text, _time_embedding(t, 64)], dim=1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
+        if (context is None) != (self.config.context_channels == 0):
+            raise ValueError(f"context must be given exactly when context_channels > 0 "
+                             f"(here {self.config.context_channels})")
+        if context is not None:
+            x = torch.cat([x, context], dim=1)  # (B, C + context_channels, h, w)
         c = self.condition(t, ids, mask)
         h1 = self.down1(self.stem(x), c)  # (B, c1, h, w)
         h = self.mid2(self.mid1(self.pool(h1), c), c)  # (B, c2, h/2, w/2)
@@ -633,35 +675,52 @@ class FlowUNet(nn.Module):
         return self.out(h)  # (B, C, h, w)
 
 
-def flow_loss(model: FlowUNet, latents: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *,
-              p_uncond: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+def flow_loss(model: FlowUNet, latents: torch.Tensor, ids: torch.Tensor | None, mask: torch.Tensor | None, *,
+              p_uncond: float = 0.1, context: torch.Tensor | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """The rectified-flow loss ``|| v(x_t, t) - (noise - x0) ||²`` with logit-normal ``t`` (Esser et al., 2024).
 
-    ``latents`` (B, C, h, w), prompt ``ids``/``mask`` (B, L). A fraction ``p_uncond`` of the prompts is
-    dropped (mask zeroed), so the same network also learns the unconditional velocity that guidance needs.
+    ``latents`` (B, C, h, w), prompt ``ids``/``mask`` (B, L) or both None (no prompt), ``context`` for a model
+    with ``context_channels``. A fraction ``p_uncond`` of the prompts is dropped (mask zeroed), so the same
+    network also learns the unconditional velocity that guidance needs.
     """
     b = len(latents)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
     t = torch.sigmoid(torch.randn(b, generator=generator, device=latents.device))
     drop = torch.rand(b, generator=generator, device=latents.device) < p_uncond
-    mask = mask * ~drop[:, None]
+    if mask is not None:
+        mask = mask * ~drop[:, None]
     with torch.autocast(latents.device.type, dtype=torch.bfloat16):
-        pred = model(flow_noise(latents, noise, t), t, ids, mask)
+        pred = model(flow_noise(latents, noise, t), t, ids, mask, context)
     return (pred.float() - flow_target(latents, noise)).square().mean()
 
 
 @torch.no_grad()
 def sample_latents(model: FlowUNet, ids: torch.Tensor, mask: torch.Tensor, *, scale: float = 4.0, steps: int = 20,
                    negative: tuple[torch.Tensor, torch.Tensor] | None = None, shape: tuple[int, int, int] = (4, 16, 16),
+                   context: torch.Tensor | None = None, init: torch.Tensor | None = None, strength: float = 1.0,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Latents (B, *shape) for prompts ``ids``/``mask`` (B, L): Euler sampling (:func:`euler_sample`) of the
+    """Latents (B, *shape) for prompts ``ids``/``mask`` (B, L): Euler sampling (:func:`euler_integrate`) of the
     guided velocity (:func:`guided`) with guidance ``scale``; the unconditional branch is the null prompt, or
-    the ``negative`` prompt (ids, mask) if given. Runs under bf16 autocast.
+    the ``negative`` prompt (ids, mask) if given. ``context`` (B, context_channels, h, w) goes to both branches
+    of a model that takes one. With ``init`` (B, *shape) latents, this is an image-to-image edit (SDEdit,
+    Meng et al., 2022): ``init`` noised to ``sigmas[0]`` of :func:`sdedit_sigmas` ``(steps, strength)``, then
+    the rest of the steps; ``strength=1`` without ``init`` is generation from noise. Runs under bf16 autocast.
     """
     check_instance("model", model, FlowUNet)
     check_tensor("ids", ids, 2, dtype="int")
     check_tensor("mask", mask, 2, size={0: len(ids), 1: ids.shape[1]})
     scale = check_float("scale", scale, min=0.0)
+    if init is None:
+        if check_float("strength", strength, min=0.0, max=1.0) != 1.0:
+            raise ValueError("strength < 1 needs init, the latents to edit")
+        init = torch.zeros((len(ids), *shape), device=ids.device)
+    else:
+        check_tensor("init", init, 4, size={0: len(ids)}, dtype="float")
+    if context is not None:
+        check_tensor("context", context, 4, size={0: len(ids), 2: init.shape[2], 3: init.shape[3]}, dtype="float")
+        context = torch.cat([context, context])
+    sigmas = sdedit_sigmas(steps, strength)
     if negative is None:
         neg_ids, neg_mask = ids, torch.zeros_like(mask)
     else:
@@ -675,12 +734,12 @@ def sample_latents(model: FlowUNet, ids: torch.Tensor, mask: torch.Tensor, *, sc
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            v = model(torch.cat([x, x]), torch.cat([t, t]), both_ids, both_mask).float()
+            v = model(torch.cat([x, x]), torch.cat([t, t]), both_ids, both_mask, context).float()
         cond, uncond = v.chunk(2)
         return guided(cond, uncond, scale)
 
-    noise = torch.randn((len(ids), *shape), generator=generator, device=ids.device)
-    return euler_sample(velocity, noise, steps)
+    noise = torch.randn(init.shape, generator=generator, device=ids.device)
+    return euler_integrate(velocity, flow_noise(init, noise, sigmas[0]), sigmas)
 
 
 # ---- The baseline: a conditional VAE -----------------------------------------

@@ -214,6 +214,39 @@ def test_euler_sample_lands_on_a_point_mass_in_any_number_of_steps(steps):
     torch.testing.assert_close(out, c.expand(5, 2), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("steps, strength", [(20, 0.3), (20, 0.7), (20, 1.0), (10, 0.75), (7, 0.5)])
+def test_sdedit_sigmas_are_the_diffusers_img2img_timesteps(steps, strength):
+    from types import SimpleNamespace
+
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Img2ImgPipeline
+
+    sched = FlowMatchEulerDiscreteScheduler()
+    sched.set_timesteps(sigmas=g.flow_sigmas(steps)[:-1].tolist())
+    pipe = SimpleNamespace(scheduler=sched)  # the pipeline's own get_timesteps, on this scheduler
+    timesteps, n = StableDiffusion3Img2ImgPipeline.get_timesteps(pipe, steps, strength, "cpu")
+    sigmas = g.sdedit_sigmas(steps, strength)
+    assert len(sigmas) == n + 1 and sigmas[-1] == 0
+    torch.testing.assert_close(sigmas[:-1] * sched.config.num_train_timesteps, timesteps)
+    # the start point: the input noised to the first sigma, as the pipeline's scale_noise does
+    x0, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(g.flow_noise(x0, noise, sigmas[0]), sched.scale_noise(x0, timesteps[:1], noise))
+
+
+def test_euler_integrate_from_the_middle_equals_the_scheduler_from_its_begin_index():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    def velocity(x, t):
+        return torch.cos(x) * t.view(-1, 1) + 0.2 * x
+
+    sched = FlowMatchEulerDiscreteScheduler()
+    sched.set_timesteps(sigmas=g.flow_sigmas(10)[:-1].tolist())
+    sched.set_begin_index(4)
+    x = x_start = torch.randn(3, 5)
+    for i, timestep in enumerate(sched.timesteps[4:], start=4):
+        x = sched.step(velocity(x, sched.sigmas[i].expand(len(x))), timestep, x).prev_sample
+    torch.testing.assert_close(g.euler_integrate(velocity, x_start, g.sdedit_sigmas(10, 0.6)), x)
+
+
 def test_flow_sigmas_run_from_noise_to_data():
     torch.testing.assert_close(g.flow_sigmas(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
 
@@ -283,6 +316,41 @@ def test_flow_unet_shapes_null_prompt_loss_and_sampler():
     z_neg = g.sample_latents(model, ids, mask, steps=2, negative=(ids[:, :3], mask[:, :3]), shape=(4, 8, 8),
                              generator=torch.Generator().manual_seed(0))
     assert z_neg.shape == (3, 4, 8, 8) and not torch.allclose(z, z_neg)
+
+
+def test_flow_unet_with_context_channels_and_no_prompt():
+    torch.manual_seed(0)
+    model = g.FlowUNet(vocab_size=20, widths=(16, 32), text_dim=16, cond_dim=32, context_channels=5)
+    x, t, ctx = torch.randn(3, 4, 8, 8), torch.rand(3), torch.randn(3, 5, 8, 8)
+    ids, mask = torch.randint(5, 20, (3, 6)), torch.zeros(3, 6, dtype=torch.long)
+    assert model(x, t, None, None, ctx).shape == (3, 4, 8, 8)
+    torch.testing.assert_close(model.condition(t, None, None), model.condition(t, ids, mask))  # None: no prompt
+    with pytest.raises(ValueError, match="context"):
+        model(x, t, ids, mask)
+    with pytest.raises(ValueError, match="context"):
+        g.FlowUNet(vocab_size=20, widths=(16, 32), text_dim=16, cond_dim=32)(x, t, ids, mask, ctx)
+    loss = g.flow_loss(model, x, None, None, context=ctx, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and model.stem.weight.grad[:, 4:].abs().sum() > 0  # the context is used
+
+
+def test_sample_latents_edits_from_init_with_a_strength():
+    torch.manual_seed(0)
+    model = g.FlowUNet(vocab_size=20, widths=(16, 32), text_dim=16, cond_dim=32, context_channels=2)
+    ids, mask = torch.randint(5, 20, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    init, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 2, 8, 8)
+    gen_ = torch.Generator().manual_seed(0)
+    light = g.sample_latents(model, ids, mask, init=init, strength=0.05, context=ctx, generator=gen_)
+    full = g.sample_latents(model, ids, mask, init=init, context=ctx, generator=gen_)
+    assert light.shape == full.shape == (2, 4, 8, 8)
+    # one step of 20 from t = 0.05: the input, barely moved; strength 1 forgets it
+    assert (light - init).abs().mean() < 0.2 < (full - init).abs().mean()
+    with pytest.raises(ValueError, match="init"):
+        g.sample_latents(model, ids, mask, strength=0.5, context=ctx)
+    with pytest.raises(ValueError, match="context"):
+        g.sample_latents(model, ids, mask, init=init, context=torch.zeros(2, 2, 4, 4))
+    with pytest.raises(ValueError, match="strength"):
+        g.sdedit_sigmas(20, 0.0)  # not a single step
 
 
 def test_conditional_vae_shapes_loss_terms_and_samples():
