@@ -41,7 +41,7 @@ def test_object_holes_cover_every_pixel_of_the_object_in_a_disk(shape, size):
     pixels = torch.from_numpy(render(Scene((obj,)), size=32)[0]).int().sub(16).abs().amax(-1) > 0  # (32, 32)
     inside = holes[0, 0].repeat_interleave(2, 0).repeat_interleave(2, 1).bool()
     assert bool(inside[pixels].all())  # no pixel of the object is left outside the hole
-    # ... and the hole is a disk around the centre, at most a cell larger than the object's reach
+    # ... and the hole is a disk around the centre, within a cell and a half of the object's reach
     c = torch.arange(16) + 0.5
     yy, xx = torch.meshgrid(c, c, indexing="ij")
     reach = RADIUS[size] * 16 * 1.25  # no shape reaches further than 1.25 times its nominal radius
