@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_float, check_instance, check_int, check_tensor
-from .world import Obj, Scene, render
+from .world import BACKGROUND_GREY, Obj, Scene, render
 
 __all__ = ["crop_grid", "crop_origins", "edit_scores", "inpaint_context", "merge_known", "object_holes",
            "paste_grid"]
@@ -54,7 +54,8 @@ def _check_origins(origins, n: int, crop: int, height: int, width: int) -> list[
         if not (isinstance(x, int) and isinstance(y, int)):
             raise TypeError(f"origins must hold integer cells (x, y), got {(x, y)}")
         if not (0 <= x <= width - crop and 0 <= y <= height - crop):
-            raise ValueError(f"origins must keep the {crop}x{crop} window inside the {height}x{width} grid, got {(x, y)}")
+            raise ValueError(f"origins must keep the {crop}x{crop} window inside the {height}x{width} grid, "
+                             f"got {(x, y)}")
     return list(origins)
 
 
@@ -102,8 +103,7 @@ def object_holes(objects: Sequence[Obj], grid: int, *, margin: float = 0.5, cell
     if not objects:
         return torch.zeros(0, 1, side, side)
     images = torch.from_numpy(render([Scene((o,)) for o in objects], size=size)).int()  # (n, S, S, 3)
-    background = int(render(Scene(()), size=16)[0, 0, 0, 0])
-    pixels = (images - background).abs().amax(-1) > 0  # (n, S, S): the object's pixels
+    pixels = (images - BACKGROUND_GREY).abs().amax(-1) > 0  # (n, S, S): the object's pixels
     centres = torch.arange(size) + 0.5
     yy, xx = torch.meshgrid(centres, centres, indexing="ij")  # pixel centres
     at = torch.tensor([[o.x * size, o.y * size] for o in objects])  # (n, 2): object centres, in pixels

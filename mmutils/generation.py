@@ -38,7 +38,7 @@ from .nn.encoders import ConvTower, TransformerTextEncoder
 from .nn.layers import FiLM
 from .runtime import threads
 from .train import fit, random_batches
-from .world import COLORS, SHAPES, SIZES, Obj, Scene, cell_labels, decode_cell_label
+from .world import BACKGROUND_GREY, COLORS, SHAPES, SIZES, Obj, Scene, cell_labels, decode_cell_label
 from .world.language import desc_matches, facts_hold, parse_caption
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "guided",
     "load_autoencoder",
     "load_oracle",
+    "object_mask",
     "oracle_accuracy",
     "oracle_fid",
     "prompt_fidelity",
@@ -79,7 +80,7 @@ __all__ = [
 
 CACHE_VARIABLE = "MMUTILS_CACHE"
 TRAIN_THREADS = 2  # cached models train on this many threads on every machine, so their weights are the same
-BACKGROUND = 16 / 255  # the renderer's background grey, in [0, 1]
+BACKGROUND = BACKGROUND_GREY / 255  # the renderer's background grey, in [0, 1]
 
 
 # ---- Cache -------------------------------------------------------------------
@@ -118,6 +119,12 @@ def cached_state(name: str, key: dict, build: Callable[[], nn.Module]) -> dict:
     torch.save(state, tmp)
     tmp.replace(path)  # atomic: a reader never sees half a file
     return state
+
+
+def object_mask(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+    """Where the objects are: (n, 1, H, W), 1 where some channel of ``images`` (n, 3, H, W) in [0, 1] differs from
+    the background by more than ``threshold`` (decoded images have faint halos; a larger threshold skips them)."""
+    return ((images - BACKGROUND).abs().amax(1, keepdim=True) > threshold).float()
 
 
 def scene_images(scenes: Sequence[Scene], size: int = 32) -> torch.Tensor:
@@ -456,9 +463,7 @@ def euler_integrate(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
                  steps: int = 20) -> torch.Tensor:
     """Integrate ``dx/dt = velocity(x, t)`` from ``t = 1`` (``noise``) to ``t = 0`` in ``steps`` Euler steps
-    on :func:`flow_sigmas` (see :func:`euler_integrate`)."""
-    if not callable(velocity):
-        raise TypeError(f"velocity must be callable, got {type(velocity).__name__}")
+    on :func:`flow_sigmas` (see :func:`euler_integrate`, which checks ``velocity``)."""
     return euler_integrate(velocity, check_tensor("noise", noise, dtype="float"), flow_sigmas(steps))
 
 
@@ -535,7 +540,7 @@ class PatchAutoencoder(nn.Module):
 
 def _ae_loss(model: PatchAutoencoder, batch, object_weight: float) -> torch.Tensor:
     (images,) = batch
-    weight = 1 + (object_weight - 1) * ((images - BACKGROUND).abs().amax(1, keepdim=True) > 0.05).float()
+    weight = 1 + (object_weight - 1) * object_mask(images)
     with torch.autocast(images.device.type, dtype=torch.bfloat16):
         recon = model(images)
     return (weight * (recon.float() - images).square()).mean()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmutils import editing as e
-from mmutils.world import RADIUS, SHAPES, SIZES, Obj, Scene, render, with_attribute
+from mmutils.world import BACKGROUND_GREY, RADIUS, SHAPES, SIZES, Obj, Scene, render, with_attribute
 
 CIRCLE = Obj("circle", "red", "large", 0.3, 0.3)
 SQUARE = Obj("square", "blue", "small", 0.75, 0.7)
@@ -38,7 +38,7 @@ def test_object_holes_cover_every_pixel_of_the_object_in_a_disk(shape, size):
     obj = Obj(shape, "red", size, 0.45, 0.55)
     holes = e.object_holes([obj], 16)
     assert holes.shape == (1, 1, 16, 16)
-    pixels = torch.from_numpy(render(Scene((obj,)), size=32)[0]).int().sub(16).abs().amax(-1) > 0  # (32, 32)
+    pixels = torch.from_numpy(render(Scene((obj,)), size=32)[0]).int().sub(BACKGROUND_GREY).abs().amax(-1) > 0
     inside = holes[0, 0].repeat_interleave(2, 0).repeat_interleave(2, 1).bool()
     assert bool(inside[pixels].all())  # no pixel of the object is left outside the hole
     # ... and the hole is a disk around the centre, within a cell and a half of the object's reach

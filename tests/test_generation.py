@@ -247,6 +247,15 @@ def test_euler_integrate_from_the_middle_equals_the_scheduler_from_its_begin_ind
     torch.testing.assert_close(g.euler_integrate(velocity, x_start, g.sdedit_sigmas(10, 0.6)), x)
 
 
+def test_object_mask_marks_the_pixels_that_differ_from_the_background():
+    from mmutils.world import sample_scenes
+
+    images = g.scene_images(sample_scenes(4, seed=0))
+    expected = (images * 255).round().sub(16).abs().amax(1, keepdim=True) > 0.05 * 255
+    assert torch.equal(g.object_mask(images).bool(), expected)
+    assert g.object_mask(images, 0.7).sum() < g.object_mask(images).sum()  # green (185 of 255) falls below 0.7
+
+
 def test_flow_sigmas_run_from_noise_to_data():
     torch.testing.assert_close(g.flow_sigmas(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
 

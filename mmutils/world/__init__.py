@@ -18,13 +18,13 @@ from .perturb import swap_positions, with_attribute
 from .qa import ask, questions
 from .rendering import render
 from .scenes import (
-    ANSWERS, ATTRIBUTE_VALUES, COLOR_RGB, COLORS, DIRECTIONS, MAX_OBJECTS, OPPOSITE, QUESTION_TYPES, RADIUS,
+    ANSWERS, ATTRIBUTE_VALUES, BACKGROUND_GREY, COLOR_RGB, COLORS, DIRECTIONS, MAX_OBJECTS, OPPOSITE, QUESTION_TYPES, RADIUS,
     RELATIONS, SHAPES, SIZES, Obj, Question, Scene, Sequence, sample_scenes,
 )
 from .texts import corpus
 
 __all__ = [
-    "SHAPES", "COLORS", "COLOR_RGB", "SIZES", "RELATIONS", "OPPOSITE", "DIRECTIONS", "QUESTION_TYPES", "ANSWERS",
+    "SHAPES", "COLORS", "COLOR_RGB", "BACKGROUND_GREY", "SIZES", "RELATIONS", "OPPOSITE", "DIRECTIONS", "QUESTION_TYPES", "ANSWERS",
     "MAX_OBJECTS", "RADIUS", "ATTRIBUTE_VALUES",
     "Obj", "Scene", "Question", "Sequence",
     "sample_scenes", "render", "caption", "captions", "drop_attributes", "parse_caption", "scene_facts", "facts_hold",

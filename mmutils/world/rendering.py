@@ -6,7 +6,7 @@ from typing import Sequence as SequenceType
 import numpy as np
 
 from ..checks import check_float, check_instance, check_int, check_rng
-from .scenes import COLOR_RGB, RADIUS, SHAPES, Scene
+from .scenes import BACKGROUND_GREY, COLOR_RGB, RADIUS, SHAPES, Scene
 
 
 def _shape_masks(a: np.ndarray, b: np.ndarray, shape_idx: np.ndarray) -> np.ndarray:
@@ -48,7 +48,7 @@ def render(scenes: SequenceType[Scene] | Scene, *, size: int = 32, noise: float 
     size = check_int("size", size, min=16)
     noise = check_float("noise", noise, min=0.0, max=1.0)
     n = len(scenes)
-    images = np.full((n, size, size, 3), 16, dtype=np.uint8)
+    images = np.full((n, size, size, 3), BACKGROUND_GREY, dtype=np.uint8)
     owner = [i for i, s in enumerate(scenes) for _ in s.objects]
     objs = [o for s in scenes for o in s.objects]
     if objs:

@@ -15,6 +15,7 @@ SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
 COLOR_RGB = {"red": (225, 45, 45), "green": (40, 185, 60), "blue": (45, 95, 235), "yellow": (240, 220, 40),
              "purple": (160, 60, 210), "orange": (250, 140, 20)}
 COLORS = tuple(COLOR_RGB)
+BACKGROUND_GREY = 16  # the background of every rendered image, the same in each RGB channel (0-255)
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
