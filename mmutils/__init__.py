@@ -38,6 +38,7 @@ and a chapter module never imports another chapter module:
    ``mm.vqa``           visual question answering models and baselines (chapter 5)
    ``mm.generation``    oracle judge, Fréchet distance, rectified flow, guidance, latent generators (chapter 6)
    ``mm.editing``       SDEdit and inpainting helpers: holes, crops, exact merge, edit success and preservation (chapter 7)
+   ``mm.animation``     text to clips: motion captions, object centres, identity and motion of a clip (chapter 8)
    ``mm.clip``          CLIP-style dual encoder, zero-shot, relation-swap test (chapter 9)
    ``mm.moco``          momentum contrast, linear probes (chapter 10)
    ``mm.simcse``        sentence encoder, SimCSE, synthetic STS benchmark (chapter 11)

@@ -33,17 +33,25 @@ def _check_objects(objects) -> list[Obj]:
     return list(objects)
 
 
-def crop_origins(objects: Sequence[Obj], grid: int, crop: int) -> list[tuple[int, int]]:
+def crop_origins(objects: Sequence[Obj] | torch.Tensor, grid: int, crop: int) -> list[tuple[int, int]]:
     """The top-left cell (x, y) of a ``crop`` x ``crop`` window of a ``grid`` x ``grid`` map centred on each
-    object (its centre at ``grid * (o.x, o.y)`` in cells), moved inside the map where it would stick out."""
-    objects = _check_objects(objects)
+    object (its centre at ``grid * (o.x, o.y)`` in cells), moved inside the map where it would stick out.
+    ``objects``: :class:`~mmutils.world.Obj` s, or their centres (n, 2) as (x, y) in [0, 1] (for example
+    found in generated images by :func:`mmutils.animation.object_centres`)."""
+    if isinstance(objects, torch.Tensor):
+        check_tensor("objects", objects, 2, size={1: 2}, dtype="float")
+        if not torch.isfinite(objects).all():
+            raise ValueError("objects must hold finite centres (x, y); a NaN centre means no object was found")
+        centres = [(float(x), float(y)) for x, y in objects.tolist()]
+    else:
+        centres = [(o.x, o.y) for o in _check_objects(objects)]
     grid = check_int("grid", grid, min=1)
     crop = check_int("crop", crop, min=1, max=grid)
 
     def start(v: float) -> int:
         return min(max(math.floor(grid * v - crop / 2 + 0.5), 0), grid - crop)  # halves round up
 
-    return [(start(o.x), start(o.y)) for o in objects]
+    return [(start(x), start(y)) for x, y in centres]
 
 
 def _check_origins(origins, n: int, crop: int, height: int, width: int) -> list[tuple[int, int]]:

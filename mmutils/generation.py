@@ -8,9 +8,10 @@ Generating: :func:`flow_noise` and :func:`euler_sample` (rectified flow, Liu et 
 Lipman et al., 2023), :func:`ddpm_noise` (Ho et al., 2020), :func:`guided` (classifier-free guidance,
 Ho & Salimans, 2022), a patchify :class:`PatchAutoencoder` and a FiLM :class:`FlowUNet` that works in its
 latent grid (latent diffusion, Rombach et al., 2022); a :class:`ConditionalVAE` is the one-pass baseline
-(Kingma & Welling, 2014; Sohn et al., 2015). Models that later chapters share are trained once,
-deterministically, and cached on disk by :func:`cached_state` (``.cache/`` at the repository root, or the
-folder named by ``MMUTILS_CACHE``).
+(Kingma & Welling, 2014; Sohn et al., 2015); :func:`with_context_channels` starts a model that also sees a
+grid of context from a trained one. Models that later chapters share (the oracle, the autoencoder, chapter 6's
+text-to-image network, :func:`load_text_to_image`) are trained once, deterministically, and cached on disk by
+:func:`cached_state` (``.cache/`` at the repository root, or the folder named by ``MMUTILS_CACHE``).
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ __all__ = [
     "Oracle",
     "OracleConfig",
     "PatchAutoencoder",
+    "HELD_OUT_PAIRS",
     "cache_dir",
+    "cache_text_to_image",
     "cached_state",
     "ddpm_alphas_cumprod",
     "ddpm_noise",
@@ -65,6 +68,7 @@ __all__ = [
     "guided",
     "load_autoencoder",
     "load_oracle",
+    "load_text_to_image",
     "object_mask",
     "oracle_accuracy",
     "oracle_fid",
@@ -72,10 +76,13 @@ __all__ = [
     "sample_latents",
     "sample_vae",
     "scene_images",
+    "text_to_image_data",
     "sdedit_sigmas",
     "train_autoencoder",
     "train_oracle",
+    "train_text_to_image",
     "vae_loss",
+    "with_context_channels",
 ]
 
 CACHE_VARIABLE = "MMUTILS_CACHE"
@@ -106,14 +113,22 @@ def cached_state(name: str, key: dict, build: Callable[[], nn.Module]) -> dict:
     check_instance("name", name, str)
     check_instance("key", key, dict)
     check_int('key["seed"]', key.get("seed"), min=0)
-    key = {**key, "threads": TRAIN_THREADS}
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"{name}-{digest}.pt"
+    path = _cache_path(name, key)
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
     with torch.random.fork_rng(devices=[]), threads(TRAIN_THREADS):
         torch.manual_seed(key["seed"])
-        state = {k: v.detach().cpu().clone() for k, v in build().state_dict().items()}
+        return _save_state(path, build())
+
+
+def _cache_path(name: str, key: dict) -> Path:
+    key = {**key, "threads": TRAIN_THREADS}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"{name}-{digest}.pt"
+
+
+def _save_state(path: Path, model: nn.Module) -> dict:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)
@@ -680,6 +695,25 @@ class FlowUNet(nn.Module):
         return self.out(h)  # (B, C, h, w)
 
 
+def with_context_channels(model: FlowUNet, context_channels: int) -> FlowUNet:
+    """A copy of ``model`` that also takes ``context_channels`` input channels of context, and computes exactly
+    what ``model`` computes until it is trained: every weight is copied and the stem's weights on the new
+    channels start at zero (as Stable Diffusion's inpainting model was started from the text-to-image one,
+    Rombach et al., 2022). The copy is in training mode.
+    """
+    check_instance("model", model, FlowUNet)
+    cfg = model.config
+    extra = check_int("context_channels", context_channels, min=cfg.context_channels)
+    with torch.random.fork_rng(devices=[]):  # every weight is set below: leave the caller's random state
+        new = FlowUNet(cfg, context_channels=extra)
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    stem = torch.zeros_like(new.stem.weight)  # (c1, C + context_channels, 3, 3)
+    stem[:, :state["stem.weight"].shape[1]] = state["stem.weight"]
+    state["stem.weight"] = stem
+    new.load_state_dict(state)
+    return new.train()
+
+
 def flow_loss(model: FlowUNet, latents: torch.Tensor, ids: torch.Tensor | None, mask: torch.Tensor | None, *,
               p_uncond: float = 0.1, context: torch.Tensor | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
@@ -745,6 +779,96 @@ def sample_latents(model: FlowUNet, ids: torch.Tensor, mask: torch.Tensor, *, sc
 
     noise = torch.randn(init.shape, generator=generator, device=ids.device)
     return euler_integrate(velocity, flow_noise(init, noise, sigmas[0]), sigmas)
+
+
+# ---- Chapter 6's text-to-image model, shared with later chapters --------------
+HELD_OUT_PAIRS = (("circle", "purple"), ("cross", "green"), ("diamond", "yellow"), ("star", "blue"),
+                  ("triangle", "red"))  # shape-colour pairs that no training scene of chapter 6 contains
+T2I_RECIPE = "text-to-image-v1"
+
+
+def text_to_image_data(autoencoder: PatchAutoencoder, tokenizer, seed: int = 0, *, n: int = 24000,
+                       p_drop: float = 0.1) -> dict:
+    """Chapter 6's training set: ``n`` one-object scenes (seed ``seed + 10``) less those of
+    :data:`HELD_OUT_PAIRS`, their captions (seed ``seed + 11``) with each colour and size word left out with
+    probability ``p_drop``, tokenized to 24 ids, and their latents. Returns a dict with ``scenes``,
+    ``captions``, ``ids``, ``mask`` (m, 24) and ``latents`` (m, 4, 16, 16).
+    """
+    from .text import encode_batch
+    from .world import captions as scene_captions
+    from .world import drop_attributes, sample_scenes
+
+    check_instance("autoencoder", autoencoder, PatchAutoencoder)
+    seed = check_int("seed", seed, min=0)
+    held_out = set(HELD_OUT_PAIRS)
+    scenes = sample_scenes(check_int("n", n, min=1), max_objects=1, seed=seed + 10)
+    scenes = [s for s in scenes if s.objects[0].desc[:2] not in held_out]
+    captions = drop_attributes(scene_captions(scenes, seed=seed + 11), p_drop, seed=seed + 12)
+    ids, mask = encode_batch(tokenizer, captions, max_length=24)
+    with torch.no_grad(), threads(TRAIN_THREADS):
+        latents = torch.cat([autoencoder.encode(scene_images(scenes[i:i + 2000]))
+                             for i in range(0, len(scenes), 2000)])  # (m, 4, 16, 16)
+    return {"scenes": scenes, "captions": captions, "ids": ids, "mask": mask, "latents": latents}
+
+
+def train_text_to_image(latents: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *, vocab_size: int,
+                        seed: int = 0, steps: int = 2400, batch_size: int = 64, eval_fn=None,
+                        eval_every: int | None = None, progress: bool = False, desc: str = "flow"):
+    """Chapter 6's velocity network: a :class:`FlowUNet` of widths (32, 64) trained with :func:`flow_loss`.
+
+    AdamW at 2e-3 (no weight decay), 100 warm-up steps and a linear cool-down over the last 40%, gradients
+    clipped at 1, ``steps`` batches of ``batch_size`` drawn by :func:`~mmutils.train.random_batches` (seed
+    ``seed``); the weights start from ``torch.manual_seed(seed)``. ``eval_fn``/``eval_every`` go to
+    :func:`~mmutils.train.fit` (they do not change the weights). Returns ``(model, history)``.
+    """
+    seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
+    torch.manual_seed(seed)
+    model = FlowUNet(vocab_size=check_int("vocab_size", vocab_size, min=1), widths=(32, 64))
+    noise = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    from .train import linear_cooldown
+
+    with threads(TRAIN_THREADS):
+        history = fit(model, lambda m, b: flow_loss(m, *b, generator=noise),
+                      random_batches(latents, ids, mask, batch_size=batch_size, seed=seed), max_steps=steps,
+                      optimizer=opt, grad_clip=1.0, scheduler=linear_cooldown(opt, steps, fraction=0.4, warmup=100),
+                      eval_fn=eval_fn, eval_every=eval_every, progress=progress, desc=desc)
+    return model, history
+
+
+def _text_to_image_key(seed: int, steps: int, vocab_size: int) -> dict:
+    return {"recipe": T2I_RECIPE, "seed": seed, "steps": steps, "vocab_size": vocab_size,
+            "autoencoder": {"recipe": AE_RECIPE, "steps": 1000}}
+
+
+def cache_text_to_image(model: FlowUNet, seed: int = 0, *, steps: int = 2400) -> None:
+    """Store a model that :func:`train_text_to_image` trained (chapter 6 does, after its own run), so that
+    :func:`load_text_to_image` with the same seed and steps reads it instead of training it again."""
+    check_instance("model", model, FlowUNet)
+    key = _text_to_image_key(check_int("seed", seed, min=0), check_int("steps", steps, min=1),
+                             model.config.vocab_size)
+    _save_state(_cache_path("text_to_image", key), model)
+
+
+def load_text_to_image(seed: int = 0, *, steps: int = 2400, progress: bool = False) -> FlowUNet:
+    """Chapter 6's text-to-image velocity network for ``seed`` (with its tokenizer,
+    :func:`mmutils.text.train_tokenizer`, and :func:`load_autoencoder` ``(seed)``), from the cache, or trained
+    on :func:`text_to_image_data` (about 3 minutes on two threads) and cached. In eval mode."""
+    from .text import train_tokenizer
+
+    seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
+    tokenizer = train_tokenizer()
+
+    def build() -> FlowUNet:
+        data = text_to_image_data(load_autoencoder(seed), tokenizer, seed)
+        return train_text_to_image(data["latents"], data["ids"], data["mask"], vocab_size=len(tokenizer),
+                                   seed=seed, steps=steps, progress=progress)[0]
+
+    state = cached_state("text_to_image", _text_to_image_key(seed, steps, len(tokenizer)), build)
+    with torch.random.fork_rng(devices=[]):
+        model = FlowUNet(vocab_size=len(tokenizer), widths=(32, 64))
+    model.load_state_dict(state)
+    return model.eval()
 
 
 # ---- The baseline: a conditional VAE -----------------------------------------

@@ -15,7 +15,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .checks import check_float, check_instance, check_int, check_texts
+from .checks import check_float, check_instance, check_int, check_tensor, check_texts
 from .train import History
 
 __all__ = ["figure", "image_grid", "training_curves", "spectrogram_plot", "heatmap", "bar_table"]
@@ -99,6 +99,39 @@ def image_grid(images, captions: Sequence[str] | None = None, ncols: int = 8, sc
 
 
 # ---- Curves ------------------------------------------------------------------
+def filmstrips(columns: Sequence, row_labels: Sequence[str] | None = None,
+               column_titles: Sequence[str] | None = None, *, frame_size: float = 0.6, dpi: int = DPI) -> Figure:
+    """Clips side by side, one film strip per clip: ``columns`` holds one float tensor (n, T, 3, H, W) in [0, 1]
+    per column (the same n in each), and row ``i`` of the figure shows clip ``i`` of every column, its T frames
+    left to right with a white line between them. ``row_labels`` (n) go to the left of each row,
+    ``column_titles`` above the columns; each frame takes ``frame_size`` inches."""
+    check_instance("columns", columns, (list, tuple))
+    if not columns:
+        raise ValueError("columns must hold at least one tensor of clips")
+    for clips in columns:
+        check_tensor("columns[j]", clips, 5, size={0: len(columns[0]), 2: 3})
+    n, frames = len(columns[0]), columns[0].shape[1]
+    if row_labels is not None and len(check_texts("row_labels", row_labels)) != n:
+        raise ValueError(f"row_labels must have one string per clip ({n}), got {len(row_labels)}")
+    if column_titles is not None and len(check_texts("column_titles", column_titles)) != len(columns):
+        raise ValueError(f"column_titles must have one string per column ({len(columns)}), got {len(column_titles)}")
+    fig, axes = figure(n, len(columns), panel_size=(frame_size * frames, frame_size * 1.05), dpi=dpi)
+    for j, clips in enumerate(columns):
+        for i in range(n):
+            framed = torch.nn.functional.pad(clips[i].detach().float().cpu(), (1, 1, 1, 1), value=1.0)
+            strip = torch.cat(list(framed), dim=2).clamp(0, 1)  # (3, H + 2, T (W + 2))
+            ax = axes[i, j]
+            ax.imshow(strip.permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column_titles is not None and i == 0:
+                ax.set_title(column_titles[j], fontsize=8)
+            if row_labels is not None and j == 0:
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _history_series(history) -> dict[str, tuple[list, list]]:
     """name -> (x, y) for a History: the loss, the extra metrics, the evaluation metrics."""
     series = {"loss": (list(history.steps), list(history.losses))} if history.losses else {}

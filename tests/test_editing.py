@@ -136,3 +136,13 @@ def test_wrong_values_name_the_argument():
         e.merge_known(torch.zeros(1, 3, 6, 6), torch.zeros(1, 3, 6, 6), torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match="holes"):
         e.inpaint_context(torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 4, 4))
+
+
+def test_crop_origins_take_centres_as_well_as_objects():
+    objs = [Obj("circle", "red", "small", 0.5, 0.5), Obj("circle", "red", "small", 0.02, 0.98)]
+    centres = torch.tensor([[o.x, o.y] for o in objs])
+    assert e.crop_origins(centres, 16, 8) == e.crop_origins(objs, 16, 8)
+    with pytest.raises(ValueError, match="finite"):
+        e.crop_origins(torch.tensor([[0.5, float("nan")]]), 16, 8)
+    with pytest.raises(ValueError, match="objects"):
+        e.crop_origins(torch.zeros(2, 3), 16, 8)

@@ -461,3 +461,48 @@ def test_images_must_be_float_rgb_batches():
 def test_frechet_distance_needs_two_rows():
     with pytest.raises(ValueError, match="at least 2 rows"):
         g.frechet_distance(torch.zeros(1, 2), torch.zeros(3, 2))
+
+
+def test_with_context_channels_starts_as_the_model_it_copies():
+    torch.manual_seed(0)
+    model = g.FlowUNet(vocab_size=20, widths=(16, 32), text_dim=16, cond_dim=32)
+    for film in (m for m in model.modules() if isinstance(m, FiLM)):
+        torch.nn.init.normal_(film.to_gamma_beta.weight, std=0.3)
+    state = torch.random.get_rng_state()
+    new = g.with_context_channels(model, 4)
+    assert torch.equal(torch.random.get_rng_state(), state) and new.training
+    x, t, ctx = torch.randn(3, 4, 8, 8), torch.rand(3), torch.randn(3, 4, 8, 8)
+    ids, mask = torch.randint(5, 20, (3, 6)), torch.ones(3, 6, dtype=torch.long)
+    model.eval(), new.eval()
+    torch.testing.assert_close(new(x, t, ids, mask, ctx), model(x, t, ids, mask))  # the context is not seen yet
+    assert new.stem.weight[:, 4:].abs().sum() == 0 and new.config.context_channels == 4
+    with pytest.raises(TypeError, match="model"):
+        g.with_context_channels(torch.nn.Linear(2, 2), 4)
+    with pytest.raises(ValueError, match="context_channels"):
+        g.with_context_channels(new, 2)  # fewer than the model already takes
+
+
+def test_text_to_image_data_leaves_out_the_held_out_pairs():
+    from mmutils.text import train_tokenizer
+
+    ae = g.PatchAutoencoder()
+    data = g.text_to_image_data(ae, train_tokenizer(), 1, n=300)
+    m = len(data["scenes"])
+    assert 240 < m < 300 and not any(s.objects[0].desc[:2] in set(g.HELD_OUT_PAIRS) for s in data["scenes"])
+    assert data["latents"].shape == (m, 4, 16, 16) and data["ids"].shape == data["mask"].shape == (m, 24)
+    assert len(data["captions"]) == m
+
+
+def test_cached_text_to_image_is_what_load_text_to_image_reads(tmp_path, monkeypatch):
+    from mmutils.text import train_tokenizer
+
+    monkeypatch.setenv(g.CACHE_VARIABLE, str(tmp_path))
+    torch.manual_seed(0)
+    model = g.FlowUNet(vocab_size=len(train_tokenizer()), widths=(32, 64))
+    g.cache_text_to_image(model, 7, steps=3)
+    loaded = g.load_text_to_image(7, steps=3)  # read from the cache: nothing is trained
+    assert not loaded.training
+    for (name, value), other in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(value, other), name
+    with pytest.raises(TypeError, match="model"):
+        g.cache_text_to_image(torch.nn.Linear(2, 2), 7)

@@ -9,7 +9,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mmutils.plot import bar_table, figure, heatmap, image_grid, spectrogram_plot, training_curves  # noqa: E402
+from mmutils.plot import (  # noqa: E402
+    bar_table,
+    figure,
+    filmstrips,
+    heatmap,
+    image_grid,
+    spectrogram_plot,
+    training_curves,
+)
 from mmutils.train import History  # noqa: E402
 
 
@@ -124,3 +132,18 @@ def test_bar_table_bad_input():
         bar_table([1, 2])
     with pytest.raises(ValueError, match="no values"):
         bar_table({"m": {}})
+
+
+def test_filmstrips_one_row_per_clip_and_bad_inputs():
+    clips = torch.rand(3, 4, 3, 8, 8)
+    fig = filmstrips([clips, clips.flip(1)], [f"clip {i}" for i in range(3)], ["a", "b"])
+    assert len(fig.axes) == 6
+    assert fig.axes[0].get_images()[0].get_array().shape == (10, 40, 3)  # four 8x8 frames, each framed by 1
+    with pytest.raises(ValueError, match="columns"):
+        filmstrips([])
+    with pytest.raises(ValueError, match="columns"):
+        filmstrips([clips, clips[:2]])
+    with pytest.raises(ValueError, match="row_labels"):
+        filmstrips([clips], ["one"])
+    with pytest.raises(TypeError, match="columns"):
+        filmstrips(clips)

@@ -1,0 +1,138 @@
+"""Text to short clips (chapter 8): a motion caption split into who and how it moves, the object found in a
+generated frame, and clips judged from what an oracle reads in each frame (identity consistency, motion accuracy).
+
+A clip here is a sequence of frames of one object; the oracle of chapter 6 reads each frame into a
+:class:`~mmutils.world.Scene`, and the measures below take those readings: ``clips[i][k]`` is the scene read in
+frame ``k`` of clip ``i``. Identity consistency asks whether the object stays the same object (its shape and
+colour) from frame to frame; motion accuracy whether its centre moves the way the caption says.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+
+from .checks import check_float, check_instance, check_tensor
+from .world import BACKGROUND_GREY, DIRECTIONS, Scene, parse_caption
+
+__all__ = ["DIRECTION_VECTORS", "clip_scores", "identity_consistent", "motion_correct", "motion_direction",
+           "object_centres", "room_to_move", "split_motion"]
+
+DIRECTION_VECTORS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # y grows down
+
+
+def split_motion(caption: str) -> tuple[str, str]:
+    """Who moves and how: "the little orange circle moves to the right" -> ("the little orange circle",
+    "moves to the right"). Raises ``ValueError`` if the caption has no "moves" or names more than one motion."""
+    check_instance("caption", caption, str)
+    words = caption.split()
+    if words.count("moves") != 1 or " and " in f" {caption} ":
+        raise ValueError(f"caption must describe one object that moves (one 'moves'), got {caption!r}")
+    k = words.index("moves")
+    if k == 0:
+        raise ValueError(f"caption must name the object before 'moves', got {caption!r}")
+    return " ".join(words[:k]), " ".join(words[k:])
+
+
+def motion_direction(caption: str) -> str:
+    """The direction a one-object motion caption asks for ("left", "right", "up" or "down"), by
+    :func:`mmutils.world.parse_caption`; ``ValueError`` if it asks for none or several."""
+    moves = [fact[2] for fact in parse_caption(caption) if fact[0] == "moves"]
+    if len(moves) != 1:
+        raise ValueError(f"caption must ask for exactly one motion, got {caption!r}")
+    return moves[0]
+
+
+def object_centres(images: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
+    """The centre of the non-background pixels of each image, as a generator would locate its object before
+    continuing the clip: images (n, 3, H, W) in [0, 1] -> (n, 2) of (x, y) in [0, 1] (pixel centres; x to the
+    right, y down), NaN where no pixel differs from the background grey by more than ``threshold``."""
+    check_tensor("images", images, 4, size={1: 3}, dtype="float")
+    threshold = check_float("threshold", threshold, min=0.0, max=1.0)
+    mask = ((images - BACKGROUND_GREY / 255).abs().amax(1) > threshold).float()  # (n, H, W)
+    h, w = mask.shape[1:]
+    ys = (torch.arange(h, dtype=mask.dtype) + 0.5) / h
+    xs = (torch.arange(w, dtype=mask.dtype) + 0.5) / w
+    total = mask.sum((1, 2))
+    x = (mask * xs[None, None, :]).sum((1, 2)) / total
+    y = (mask * ys[None, :, None]).sum((1, 2)) / total
+    return torch.stack([x, y], 1)  # 0 / 0 is NaN where the mask is empty
+
+
+def _check_directions(directions, n: int) -> list[str]:
+    check_instance("directions", directions, (list, tuple))
+    if len(directions) != n:
+        raise ValueError(f"directions must give one direction per clip ({n}), got {len(directions)}")
+    for d in directions:
+        if d not in DIRECTION_VECTORS:
+            raise ValueError(f"directions must be among {DIRECTIONS}, got {d!r}")
+    return list(directions)
+
+
+def room_to_move(centres: torch.Tensor, directions: Sequence[str], travel: float, *,
+                 margin: float = 0.15) -> torch.Tensor:
+    """Whether each object, moved by ``travel`` (a fraction of the image side) in its direction from its centre
+    (n, 2), keeps its centre at least ``margin`` from every border: (n,) bool; False where a centre is NaN."""
+    check_tensor("centres", centres, 2, size={1: 2}, dtype="float")
+    directions = _check_directions(directions, len(centres))
+    travel = check_float("travel", travel, min=0.0)
+    margin = check_float("margin", margin, min=0.0, max=0.5)
+    step = torch.tensor([DIRECTION_VECTORS[d] for d in directions], dtype=centres.dtype).reshape(-1, 2)
+    end = centres + travel * step
+    inside = lambda p: ((p >= margin) & (p <= 1 - margin)).all(1)  # noqa: E731 (NaN compares False)
+    return inside(centres) & inside(end)
+
+
+def _check_clips(clips) -> list[list[Scene]]:
+    check_instance("clips", clips, (list, tuple))
+    for clip in clips:
+        check_instance("clips[i]", clip, (list, tuple))
+        if not clip:
+            raise ValueError("clips must hold at least one frame each")
+        for frame in clip:
+            check_instance("clips[i][k]", frame, Scene)
+    return [list(c) for c in clips]
+
+
+def identity_consistent(clips: Sequence[Sequence[Scene]]) -> list[bool]:
+    """Per clip, whether every frame shows the same cast: at least one object in the first frame, and the same
+    multiset of (shape, colour) read in every frame. Size is left out: the oracle's size reading is the least
+    sure of the three, and a size change is not what drifts first."""
+    out = []
+    for clip in _check_clips(clips):
+        casts = [Counter((o.shape, o.color) for o in frame.objects) for frame in clip]
+        out.append(bool(casts[0]) and all(c == casts[0] for c in casts[1:]))
+    return out
+
+
+def motion_correct(clips: Sequence[Sequence[Scene]], directions: Sequence[str], travel: float, *,
+                   tolerance: float = 0.5) -> list[bool]:
+    """Per one-object clip, whether the object moved as asked: exactly one object read in the first and the last
+    frame, and its centre moved more than ``tolerance * travel`` along ``directions[i]`` and less than
+    ``tolerance * travel`` across it (``travel``: the distance asked for, a fraction of the image side)."""
+    clips = _check_clips(clips)
+    directions = _check_directions(directions, len(clips))
+    travel = check_float("travel", travel, positive=True)
+    tolerance = check_float("tolerance", tolerance, positive=True, max=1.0)
+    out = []
+    for clip, d in zip(clips, directions):
+        first, last = clip[0].objects, clip[-1].objects
+        if len(first) != 1 or len(last) != 1:
+            out.append(False)
+            continue
+        ux, uy = DIRECTION_VECTORS[d]
+        dx, dy = last[0].x - first[0].x, last[0].y - first[0].y
+        along, across = dx * ux + dy * uy, abs(dx * uy - dy * ux)
+        out.append(along > tolerance * travel and across < tolerance * travel)
+    return out
+
+
+def clip_scores(clips: Sequence[Sequence[Scene]], directions: Sequence[str], travel: float) -> dict[str, float]:
+    """The shares of clips with a consistent identity (:func:`identity_consistent`), with the asked motion
+    (:func:`motion_correct`), and with both."""
+    ident = identity_consistent(clips)
+    moved = motion_correct(clips, directions, travel)
+    n = max(len(ident), 1)
+    return {"identity": sum(ident) / n, "motion": sum(moved) / n,
+            "both": sum(a and b for a, b in zip(ident, moved)) / n}
