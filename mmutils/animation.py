@@ -97,8 +97,7 @@ def _check_clips(clips) -> list[list[Scene]]:
 
 def identity_consistent(clips: Sequence[Sequence[Scene]]) -> list[bool]:
     """Per clip, whether every frame shows the same cast: at least one object in the first frame, and the same
-    multiset of (shape, colour) read in every frame. Size is left out: the oracle's size reading is the least
-    sure of the three, and a size change is not what drifts first."""
+    multiset of (shape, colour) read in every frame. Size is left out: the verdict is about what each object is."""
     out = []
     for clip in _check_clips(clips):
         casts = [Counter((o.shape, o.color) for o in frame.objects) for frame in clip]
