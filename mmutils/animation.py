@@ -14,12 +14,11 @@ from collections.abc import Sequence
 import torch
 
 from .checks import check_float, check_instance, check_tensor
-from .world import BACKGROUND_GREY, DIRECTIONS, Scene, parse_caption
+from .data import object_mask
+from .world import DIRECTION_VECTORS, DIRECTIONS, Scene, parse_caption
 
-__all__ = ["DIRECTION_VECTORS", "clip_scores", "identity_consistent", "motion_correct", "motion_direction",
-           "object_centres", "room_to_move", "split_motion"]
-
-DIRECTION_VECTORS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # y grows down
+__all__ = ["clip_scores", "identity_consistent", "motion_correct", "motion_direction", "object_centres",
+           "room_to_move", "split_motion"]
 
 
 def split_motion(caption: str) -> tuple[str, str]:
@@ -50,7 +49,7 @@ def object_centres(images: torch.Tensor, threshold: float = 0.15) -> torch.Tenso
     right, y down), NaN where no pixel differs from the background grey by more than ``threshold``."""
     check_tensor("images", images, 4, size={1: 3}, dtype="float")
     threshold = check_float("threshold", threshold, min=0.0, max=1.0)
-    mask = ((images - BACKGROUND_GREY / 255).abs().amax(1) > threshold).float()  # (n, H, W)
+    mask = object_mask(images, threshold)[:, 0]  # (n, H, W)
     h, w = mask.shape[1:]
     ys = (torch.arange(h, dtype=mask.dtype) + 0.5) / h
     xs = (torch.arange(w, dtype=mask.dtype) + 0.5) / w

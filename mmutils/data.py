@@ -23,7 +23,7 @@ from .checks import check_instance, check_int, check_rng, check_subset
 from .text import encode_batch
 
 __all__ = [
-    "ArrayDataset", "to_tensor_images",
+    "ArrayDataset", "to_tensor_images", "object_mask",
     "make_caption_data", "make_vqa_data", "make_sequence_data", "make_audio_data",
     "load_digits_tensors", "sample_photos", "skimage_photos", "SKIMAGE_PHOTOS",
     "load_caption_folder", "CaptionFolderDataset",
@@ -94,6 +94,13 @@ def to_tensor_images(images: np.ndarray, device: torch.device | str | None = Non
 def _text_tensors(tokenizer, texts: list[str], max_length: int | None) -> dict[str, torch.Tensor]:
     ids, mask = encode_batch(tokenizer, texts, max_length=max_length)
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def object_mask(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+    """Where the objects are: (n, 1, H, W), 1 where some channel of ``images`` (n, 3, H, W) in [0, 1] differs from
+    the renderer's background grey by more than ``threshold`` (decoded images have faint halos; a larger threshold
+    skips them)."""
+    return ((images - world.BACKGROUND_GREY / 255).abs().amax(1, keepdim=True) > threshold).float()
 
 
 def make_caption_data(n: int, *, tokenizer, size: int = 32, min_objects: int = 1, max_objects: int = 2,

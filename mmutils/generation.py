@@ -35,11 +35,25 @@ from .checks import (
     check_texts,
     config_with,
 )
+from .data import object_mask, to_tensor_images  # object_mask is re-exported: chapter 7 uses gen.object_mask
 from .nn.encoders import ConvTower, TransformerTextEncoder
 from .nn.layers import FiLM
 from .runtime import threads
-from .train import fit, random_batches
-from .world import BACKGROUND_GREY, COLORS, SHAPES, SIZES, Obj, Scene, cell_labels, decode_cell_label
+from .train import fit, linear_cooldown, random_batches
+from .world import captions as scene_captions
+from .world import (
+    BACKGROUND_GREY,
+    COLORS,
+    SHAPES,
+    SIZES,
+    Obj,
+    Scene,
+    cell_labels,
+    decode_cell_label,
+    drop_attributes,
+    render,
+    sample_scenes,
+)
 from .world.language import desc_matches, facts_hold, parse_caption
 
 __all__ = [
@@ -136,17 +150,8 @@ def _save_state(path: Path, model: nn.Module) -> dict:
     return state
 
 
-def object_mask(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
-    """Where the objects are: (n, 1, H, W), 1 where some channel of ``images`` (n, 3, H, W) in [0, 1] differs from
-    the background by more than ``threshold`` (decoded images have faint halos; a larger threshold skips them)."""
-    return ((images - BACKGROUND).abs().amax(1, keepdim=True) > threshold).float()
-
-
 def scene_images(scenes: Sequence[Scene], size: int = 32) -> torch.Tensor:
     """Rendered scenes as float images (n, 3, size, size) in [0, 1]."""
-    from .data import to_tensor_images
-    from .world import render
-
     return to_tensor_images(render(list(scenes), size=size))
 
 
@@ -266,8 +271,6 @@ def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: in
     centre offset. Training images are blurred and noised by random amounts, so that soft edges do not
     change what the oracle reads. Returned in eval mode.
     """
-    from .world import sample_scenes
-
     cfg = config or OracleConfig()
     scenes = sample_scenes(check_int("n", n, min=1), max_objects=check_int("max_objects", max_objects, min=1),
                            seed=check_int("seed", seed, min=0))
@@ -573,8 +576,6 @@ def train_autoencoder(*, n: int = 8000, steps: int = 1000, batch_size: int = 64,
     latent statistics of the training images are stored in ``mean``/``std``, so latents are about zero-mean and
     unit-variance per channel.
     """
-    from .world import sample_scenes
-
     scenes = sample_scenes(check_int("n", n, min=1), max_objects=max_objects, seed=check_int("seed", seed, min=0))
     images = scene_images(scenes)
     model = PatchAutoencoder(latent, width, patch)
@@ -795,8 +796,6 @@ def text_to_image_data(autoencoder: PatchAutoencoder, tokenizer, seed: int = 0, 
     ``captions``, ``ids``, ``mask`` (m, 24) and ``latents`` (m, 4, 16, 16).
     """
     from .text import encode_batch
-    from .world import captions as scene_captions
-    from .world import drop_attributes, sample_scenes
 
     check_instance("autoencoder", autoencoder, PatchAutoencoder)
     seed = check_int("seed", seed, min=0)
@@ -826,8 +825,6 @@ def train_text_to_image(latents: torch.Tensor, ids: torch.Tensor, mask: torch.Te
     model = FlowUNet(vocab_size=check_int("vocab_size", vocab_size, min=1), widths=(32, 64))
     noise = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-    from .train import linear_cooldown
-
     with threads(TRAIN_THREADS):
         history = fit(model, lambda m, b: flow_loss(m, *b, generator=noise),
                       random_batches(latents, ids, mask, batch_size=batch_size, seed=seed), max_steps=steps,

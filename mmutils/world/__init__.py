@@ -18,14 +18,14 @@ from .perturb import swap_positions, with_attribute
 from .qa import ask, questions
 from .rendering import render
 from .scenes import (
-    ANSWERS, ATTRIBUTE_VALUES, BACKGROUND_GREY, COLOR_RGB, COLORS, DIRECTIONS, MAX_OBJECTS, OPPOSITE, QUESTION_TYPES, RADIUS,
-    RELATIONS, SHAPES, SIZES, Obj, Question, Scene, Sequence, sample_scenes,
+    ANSWERS, ATTRIBUTE_VALUES, BACKGROUND_GREY, COLOR_RGB, COLORS, DIRECTION_VECTORS, DIRECTIONS, MAX_OBJECTS, OPPOSITE,
+    QUESTION_TYPES, RADIUS, RELATIONS, SHAPES, SIZES, Obj, Question, Scene, Sequence, sample_scenes,
 )
 from .texts import corpus
 
 __all__ = [
-    "SHAPES", "COLORS", "COLOR_RGB", "BACKGROUND_GREY", "SIZES", "RELATIONS", "OPPOSITE", "DIRECTIONS", "QUESTION_TYPES", "ANSWERS",
-    "MAX_OBJECTS", "RADIUS", "ATTRIBUTE_VALUES",
+    "SHAPES", "COLORS", "COLOR_RGB", "BACKGROUND_GREY", "SIZES", "RELATIONS", "OPPOSITE", "DIRECTIONS",
+    "DIRECTION_VECTORS", "QUESTION_TYPES", "ANSWERS", "MAX_OBJECTS", "RADIUS", "ATTRIBUTE_VALUES",
     "Obj", "Scene", "Question", "Sequence",
     "sample_scenes", "render", "caption", "captions", "drop_attributes", "parse_caption", "scene_facts", "facts_hold",
     "desc_matches", "swap_relation", "ask", "questions", "sample_sequences", "render_sequences", "motion_caption",

@@ -8,7 +8,7 @@ import numpy as np
 from ..checks import check_float, check_instance, check_int, check_rng
 from .language import motion_caption
 from .rendering import render
-from .scenes import DIRECTIONS, RADIUS, Obj, Scene, Sequence, sample_scenes
+from .scenes import DIRECTION_VECTORS, DIRECTIONS, RADIUS, Obj, Scene, Sequence, sample_scenes
 
 
 def sample_sequences(n: int, *, frames: int = 8, min_objects: int = 1, max_objects: int = 1, speed: float = 0.05,
@@ -30,7 +30,7 @@ def sample_sequences(n: int, *, frames: int = 8, min_objects: int = 1, max_objec
         objs = list(s.objects)
         for k, o in enumerate(objs):
             d = DIRECTIONS[rng.integers(4)]
-            v = np.array({"left": (-speed, 0), "right": (speed, 0), "up": (0, -speed), "down": (0, speed)}[d])
+            v = speed * np.array(DIRECTION_VECTORS[d])
             r, start = RADIUS[o.size], np.array([o.x, o.y])
             if not bounce:  # choose a start from which the whole path stays inside
                 travel = v * (frames - 1)

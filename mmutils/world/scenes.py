@@ -20,6 +20,7 @@ SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 DIRECTIONS = ("left", "right", "up", "down")
+DIRECTION_VECTORS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # y grows down
 QUESTION_TYPES = ("color", "shape", "count", "exists", "relation")
 MAX_OBJECTS = 5
 ANSWERS = COLORS + SHAPES + tuple(str(i) for i in range(MAX_OBJECTS + 1)) + ("yes", "no")
