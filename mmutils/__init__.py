@@ -30,25 +30,27 @@ and a chapter module never imports another chapter module:
 
 3. One module per method family, each used by its chapter:
 
-   ===================  ======================================================
-   ``mm.probes``        unimodal probes (chapter 1)
-   ``mm.keras_port``    a much-copied Keras text, image and audio classifier, ported, bugs fixed (chapter 1)
-   ``mm.captioning``    attention captioner, greedy and beam search (chapter 3)
-   ``mm.matching``      hard negatives, cross-encoder matching, re-ranking (chapter 4)
-   ``mm.vqa``           visual question answering models and baselines (chapter 5)
-   ``mm.generation``    oracle judge, Fréchet distance, rectified flow, guidance, latent generators (chapter 6)
-   ``mm.editing``       SDEdit and inpainting helpers: holes, crops, exact merge, edit success and preservation (chapter 7)
-   ``mm.animation``     text to clips: motion captions, object centres, identity and motion of a clip (chapter 8)
-   ``mm.clip``          CLIP-style dual encoder, zero-shot, relation-swap test (chapter 9)
-   ``mm.moco``          momentum contrast, linear probes (chapter 10)
-   ``mm.simcse``        sentence encoder, SimCSE, synthetic STS benchmark (chapter 11)
-   ``mm.pretraining``   contrastive + matching + captioning in one model (chapter 12)
-   ``mm.distill``       knowledge distillation: soft targets, affinity mimicking, teacher outputs (chapter 14)
-   ``mm.multitask``     loss weighting (equal, uncertainty) and PCGrad for one backbone with several heads (chapter 15)
-   ``mm.retrieval``     faiss indexes, recall against exact search, questions about a collection (chapter 16)
-   ``mm.video``         clips with motion labels, frame averaging, (2+1)D, divided space-time attention (chapter 17)
-   ``mm.distributed``   data-parallel contrastive training with torchrun (chapter 18)
-   ===================  ======================================================
+   =====================  ======================================================
+   ``mm.probes``          unimodal probes (chapter 1)
+   ``mm.keras_port``      a much-copied Keras text, image and audio classifier, ported, bugs fixed (chapter 1)
+   ``mm.captioning``      attention captioner, greedy and beam search (chapter 3)
+   ``mm.matching``        hard negatives, cross-encoder matching, re-ranking (chapter 4)
+   ``mm.vqa``             visual question answering models and baselines (chapter 5)
+   ``mm.generation``      oracle judge, Fréchet distance, rectified flow, guidance, latent generators (chapter 6)
+   ``mm.autoregressive``  image tokens from a k-means codebook, a GPT-2 over caption then image tokens (chapter 6)
+   ``mm.layout``          two objects and a relation: plan a layout, paint each object, compose latents (chapter 6)
+   ``mm.editing``         SDEdit and inpainting helpers: holes, crops, exact merge, edit success and preservation (chapter 7)
+   ``mm.animation``       text to clips: motion captions, object centres, identity and motion of a clip (chapter 8)
+   ``mm.clip``            CLIP-style dual encoder, zero-shot, relation-swap test (chapter 9)
+   ``mm.moco``            momentum contrast, linear probes (chapter 10)
+   ``mm.simcse``          sentence encoder, SimCSE, synthetic STS benchmark (chapter 11)
+   ``mm.pretraining``     contrastive + matching + captioning in one model (chapter 12)
+   ``mm.distill``         knowledge distillation: soft targets, affinity mimicking, teacher outputs (chapter 14)
+   ``mm.multitask``       loss weighting (equal, uncertainty) and PCGrad for one backbone with several heads (chapter 15)
+   ``mm.retrieval``       faiss indexes, recall against exact search, questions about a collection (chapter 16)
+   ``mm.video``           clips with motion labels, frame averaging, (2+1)D, divided space-time attention (chapter 17)
+   ``mm.distributed``     data-parallel contrastive training with torchrun (chapter 18)
+   =====================  ======================================================
 """
 from __future__ import annotations
 

@@ -482,13 +482,15 @@ def test_with_context_channels_starts_as_the_model_it_copies():
         g.with_context_channels(new, 2)  # fewer than the model already takes
 
 
-def test_text_to_image_data_leaves_out_the_held_out_pairs():
+def test_text_to_image_data_leaves_out_the_held_out_pairs_and_adds_thin_shapes():
     from mmutils.text import train_tokenizer
 
     ae = g.PatchAutoencoder()
-    data = g.text_to_image_data(ae, train_tokenizer(), 1, n=300)
+    data = g.text_to_image_data(ae, train_tokenizer(), 1, n=300, n_thin=150)
     m = len(data["scenes"])
-    assert 240 < m < 300 and not any(s.objects[0].desc[:2] in set(g.HELD_OUT_PAIRS) for s in data["scenes"])
+    assert 240 + 110 < m < 450 and not any(s.objects[0].desc[:2] in set(g.HELD_OUT_PAIRS) for s in data["scenes"])
+    thin = sum(s.objects[0].shape in g.THIN_SHAPES and s.objects[0].size == "small" for s in data["scenes"]) / m
+    assert 0.3 < thin < 0.55  # a sixth of the first part, all of the second
     assert data["latents"].shape == (m, 4, 16, 16) and data["ids"].shape == data["mask"].shape == (m, 24)
     assert len(data["captions"]) == m
 

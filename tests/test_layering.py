@@ -25,7 +25,7 @@ LAYERS = [
     {"nn.fusion"},
     {"nn"},
     {"probes", "keras_port", "captioning", "matching", "vqa", "clip", "moco", "simcse", "pretraining",
-     "distributed", "retrieval", "video", "generation", "editing", "animation", "distill", "multitask"},
+     "distributed", "retrieval", "video", "generation", "autoregressive", "layout", "editing", "animation", "distill", "multitask"},
 ]
 LAYER_OF = {name: i for i, group in enumerate(LAYERS) for name in group}
 
