@@ -1,11 +1,13 @@
 """The autoregressive line of text-to-image generation in miniature (chapter 6): image tokens and a causal Transformer.
 
 DALL·E (Ramesh et al., 2021) and Parti (Yu et al., 2022) turn an image into a grid of discrete tokens with a learned
-codebook (a discrete VAE; a ViT-VQGAN) and train a Transformer to predict those tokens one after the other, after
-the caption's. Here the codebook is learned by k-means (``faiss``) on ``patch`` x ``patch`` blocks of a trained
+codebook (a discrete VAE; a ViT-VQGAN) and train a Transformer to predict those tokens one after the other: DALL·E
+one decoder over the caption's tokens and then the image's, Parti an encoder for the caption and a decoder that
+cross-attends to it. Here the codebook is learned by k-means (``faiss``) on ``patch`` x ``patch`` blocks of a trained
 autoencoder's latent grid (:func:`fit_codebook`, :func:`to_tokens`, :func:`from_tokens`); a VQ-VAE learns the
 codebook and the autoencoder together, k-means on frozen latents is the quick stand-in. The Transformer is
-``transformers``' GPT-2 (:func:`token_transformer`) over one sequence, the caption's ids then the image's tokens;
+``transformers``' GPT-2 (:func:`token_transformer`) over one sequence, the caption's ids then the image's tokens,
+as in DALL·E;
 :func:`token_loss` is the cross-entropy of each image token given everything before it, with the caption replaced
 by padding for a fraction of the rows, so that the same network also learns the unconditional model that
 classifier-free guidance needs (Parti uses guidance too). :func:`sample_tokens` draws the tokens one at a time,
@@ -49,6 +51,8 @@ def fit_codebook(latents: torch.Tensor, codes: int = 512, *, patch: int = 2, sam
 def to_tokens(latents: torch.Tensor, codebook: torch.Tensor, *, patch: int = 2) -> torch.Tensor:
     """The nearest code of each ``patch`` x ``patch`` block: latents (n, C, H, W) -> tokens (n, H W / patch²)."""
     check_tensor("latents", latents, 4, dtype="float")
+    if latents.shape[2] % patch or latents.shape[3] % patch:
+        raise ValueError(f"patch must divide the latent grid {tuple(latents.shape[2:])}, got {patch}")
     check_tensor("codebook", codebook, 2, size={1: latents.shape[1] * patch * patch}, dtype="float")
     blocks = _blocks(latents, patch)  # (n, T, d)
     return torch.cat([torch.cdist(part, codebook[None]).argmin(-1) for part in blocks.split(2000)])
@@ -85,7 +89,8 @@ def token_loss(model, ids: torch.Tensor, tokens: torch.Tensor, *, text_vocab: in
     """Mean cross-entropy of each image token given the caption and the image tokens before it.
 
     ``ids`` (B, L) caption ids (padding id 0), ``tokens`` (B, T) image tokens. Each row's caption is replaced
-    by padding with probability ``p_uncond`` (drawn from ``generator``): the unconditional model. In float32:
+    by padding with probability ``p_uncond`` (drawn from ``generator``): the unconditional model. No attention
+    mask: padding positions are attended to, in training as in :func:`sample_tokens`. In float32:
     unlike the flow's U-Net, this small Transformer trains slower under bf16 autocast on a CPU (measured).
     """
     drop = torch.rand(len(ids), generator=generator) < p_uncond  # (B,)
@@ -98,19 +103,22 @@ def token_loss(model, ids: torch.Tensor, tokens: torch.Tensor, *, text_vocab: in
 @torch.no_grad()
 def sample_tokens(model, ids: torch.Tensor, *, text_vocab: int, image_tokens: int, scale: float = 1.0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Image tokens (n, T) for captions ``ids`` (n, L), drawn one at a time from the model's distribution over
-    the codes, with classifier-free guidance on the logits: ``uncond + scale * (cond - uncond)``, the
-    unconditional row having a caption of padding. One pass over the captions, then one pass per token that
-    feeds only the new token and reuses the keys and values of the earlier ones (``past_key_values``)."""
+    """Image tokens (n, T) for captions ``ids`` (n, L) (padding id 0), drawn one at a time from the model's
+    distribution over the codes, with classifier-free guidance on the logits: ``uncond + scale * (cond -
+    uncond)``, the unconditional row having a caption of padding only; both rows go through the network in one
+    batch. One call over the captions, then one call for each token but the last, which feeds only the new token
+    and reuses the keys and values of the earlier ones (``past_key_values``): 1 + (T - 1) sequential calls."""
     check_tensor("ids", ids, 2, dtype="int")
     scale = check_float("scale", scale, min=0.0)
     n = len(ids)
     out = model(input_ids=torch.cat([ids, torch.zeros_like(ids)]), use_cache=True)  # conditional, unconditional
     drawn = []
-    for _ in range(check_int("image_tokens", image_tokens, min=1)):
+    for k in range(check_int("image_tokens", image_tokens, min=1)):
         logits = out.logits[:, -1, text_vocab:].float()  # (2n, codes)
         guided = logits[n:] + scale * (logits[:n] - logits[n:])
         token = torch.multinomial(guided.softmax(-1), 1, generator=generator)  # (n, 1)
         drawn.append(token)
-        out = model(input_ids=token.repeat(2, 1) + text_vocab, past_key_values=out.past_key_values, use_cache=True)
+        if k < image_tokens - 1:  # the last token needs no call after it
+            out = model(input_ids=token.repeat(2, 1) + text_vocab, past_key_values=out.past_key_values,
+                        use_cache=True)
     return torch.cat(drawn, 1)

@@ -1,9 +1,10 @@
 """Two objects and a relation from a one-object generator: plan a layout, paint each object, compose (chapter 6).
 
 A text-to-image model that reads its caption as one pooled vector cannot say which colour goes with which shape,
-nor which object is on the left. LLM-grounded diffusion (Lian et al., 2023) splits the job: a planner turns the
-prompt into a layout (a box and a short phrase per object), the generator draws each object from its own phrase,
-and the objects are put together in the latent grid at their boxes. Here the planner is the world's own scene
+nor which object is on the left. LLM-grounded diffusion (Lian et al., 2024) splits the job: a planner turns the
+prompt into a layout (a box and a short phrase per object), the generator draws each object from its own phrase
+inside its box, and the objects' latents guide the first steps of the final image. Here each object is drawn
+wherever the generator puts it and then moved: the planner is the world's own scene
 sampler (:func:`plan_layouts`: it keeps objects apart as real scenes do, and keeps a layout only when the
 prompt's relation holds), and :func:`paste_objects` moves each generated object's latent cells to its planned
 place (:func:`object_cells` finds them) over a background.
@@ -89,7 +90,8 @@ def _two_object_place(scenes: list[Scene], used: set, sizes: list[str], relation
 
 
 def object_cells(images: torch.Tensor, cell: int, *, threshold: float = 0.15) -> torch.Tensor:
-    """The latent cells that hold an object: images (n, 3, H, W) in [0, 1] -> (n, 1, H / cell, W / cell), 1 where
+    """The latent cells that hold an object: images (n, 3, H, W) in [0, 1] -> a float mask (n, 1, H / cell, W / cell),
+    1.0 where
     some pixel of the ``cell`` x ``cell`` block differs from the background grey by more than ``threshold``
     (:func:`mmutils.data.object_mask`)."""
     check_tensor("images", images, 4, size={1: 3}, dtype="float")
