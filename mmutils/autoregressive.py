@@ -26,6 +26,8 @@ __all__ = ["fit_codebook", "from_tokens", "sample_tokens", "to_tokens", "token_l
 
 def _blocks(latents: torch.Tensor, patch: int) -> torch.Tensor:
     """(n, C, H, W) -> (n, T, C * patch²): the ``patch`` x ``patch`` blocks, row-major."""
+    if latents.shape[2] % patch or latents.shape[3] % patch:
+        raise ValueError(f"patch must divide the latent grid {tuple(latents.shape[2:])}, got {patch}")
     return F.unfold(latents, patch, stride=patch).transpose(1, 2)
 
 
@@ -37,10 +39,7 @@ def fit_codebook(latents: torch.Tensor, codes: int = 512, *, patch: int = 2, sam
 
     check_tensor("latents", latents, 4, dtype="float")
     codes = check_int("codes", codes, min=2)
-    patch = check_int("patch", patch, min=1)
-    if latents.shape[2] % patch or latents.shape[3] % patch:
-        raise ValueError(f"patch must divide the latent grid {tuple(latents.shape[2:])}, got {patch}")
-    blocks = _blocks(latents, patch).reshape(-1, latents.shape[1] * patch * patch)
+    blocks = _blocks(latents, check_int("patch", patch, min=1)).reshape(-1, latents.shape[1] * patch * patch)
     rng = np.random.default_rng(check_int("seed", seed, min=0))
     pick = rng.choice(len(blocks), min(check_int("sample", sample, min=codes), len(blocks)), replace=False)
     kmeans = faiss.Kmeans(blocks.shape[1], codes, niter=check_int("iterations", iterations, min=1), seed=seed)
@@ -51,8 +50,6 @@ def fit_codebook(latents: torch.Tensor, codes: int = 512, *, patch: int = 2, sam
 def to_tokens(latents: torch.Tensor, codebook: torch.Tensor, *, patch: int = 2) -> torch.Tensor:
     """The nearest code of each ``patch`` x ``patch`` block: latents (n, C, H, W) -> tokens (n, H W / patch²)."""
     check_tensor("latents", latents, 4, dtype="float")
-    if latents.shape[2] % patch or latents.shape[3] % patch:
-        raise ValueError(f"patch must divide the latent grid {tuple(latents.shape[2:])}, got {patch}")
     check_tensor("codebook", codebook, 2, size={1: latents.shape[1] * patch * patch}, dtype="float")
     blocks = _blocks(latents, patch)  # (n, T, d)
     return torch.cat([torch.cdist(part, codebook[None]).argmin(-1) for part in blocks.split(2000)])

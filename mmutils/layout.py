@@ -44,8 +44,8 @@ def plan_layouts(prompts: Sequence[str], *, seed: int | np.random.Generator = 0,
     Attributes the prompt names are kept, the others drawn at random (a shape and colour pair is not repeated
     within a scene). Positions come from a ``pool`` of scenes of the same number of objects drawn by
     :func:`~mmutils.world.sample_scenes` (so the objects keep the world's gaps for their sizes and their
-    relation is clear): the first scene not used yet whose sizes fit and whose relation is the prompt's, read
-    in either order. Objects are listed subject first. Raises ``ValueError`` for a prompt outside the grammar
+    relation is clear): the first scene not used yet whose sizes are the layout's and whose relation is the
+    prompt's, read in either order. Objects are listed subject first. Raises ``ValueError`` for a prompt outside the grammar
     or one that names more than two objects or more than one relation, or one shape and colour twice.
     """
     prompts = check_texts("prompts", prompts)
@@ -53,7 +53,7 @@ def plan_layouts(prompts: Sequence[str], *, seed: int | np.random.Generator = 0,
     rng = check_rng("seed", seed)
     plans = [_named_objects(p) for p in prompts]
     candidates = {k: sample_scenes(pool, min_objects=k, max_objects=k, seed=rng) for k in (1, 2)}
-    used = {1: 0, 2: set()}
+    used = {1: set(), 2: set()}
     layouts = []
     for named, relation in plans:
         descs = []
@@ -67,33 +67,31 @@ def plan_layouts(prompts: Sequence[str], *, seed: int | np.random.Generator = 0,
                 if all(pick[:2] != d[:2] for d in descs):
                     break
             descs.append(pick)
-        if relation is None:
-            place = candidates[1][used[1] % pool].objects
-            used[1] += 1
-        else:
-            place = _two_object_place(candidates[2], used[2], [d[2] for d in descs], relation)
+        place = _place(candidates[len(descs)], used[len(descs)], [d[2] for d in descs], relation)
         layouts.append(Scene(tuple(Obj(*d, o.x, o.y) for d, o in zip(descs, place))))
     return layouts
 
 
-def _two_object_place(scenes: list[Scene], used: set, sizes: list[str], relation: str) -> tuple[Obj, Obj]:
+def _place(scenes: list[Scene], used: set, sizes: list[str], relation: str | None) -> tuple[Obj, ...]:
+    """The objects of the first scene of ``scenes`` not in ``used`` whose sizes are ``sizes`` and, for two objects,
+    whose relation (first to second, in either order) is ``relation``; its index joins ``used``."""
+    orders = [(0,)] if relation is None else [(0, 1), (1, 0)]
     for k, scene in enumerate(scenes):
         if k in used:
             continue
-        for i, j in ((0, 1), (1, 0)):
-            a, b = scene.objects[i], scene.objects[j]
-            if (a.size, b.size) == tuple(sizes) and scene.relation(i, j) == relation:
+        for order in orders:
+            objs = tuple(scene.objects[i] for i in order)
+            if [o.size for o in objs] == sizes and (relation is None or scene.relation(*order) == relation):
                 used.add(k)
-                return a, b
+                return objs
     raise ValueError(f"the pool holds no more layouts of sizes {sizes} with the relation {relation!r}; "
                      "raise pool")
 
 
 def object_cells(images: torch.Tensor, cell: int, *, threshold: float = 0.15) -> torch.Tensor:
-    """The latent cells that hold an object: images (n, 3, H, W) in [0, 1] -> a float mask (n, 1, H / cell, W / cell),
-    1.0 where
-    some pixel of the ``cell`` x ``cell`` block differs from the background grey by more than ``threshold``
-    (:func:`mmutils.data.object_mask`)."""
+    """The latent cells that hold an object: images (n, 3, H, W) in [0, 1] -> a float mask (n, 1, H / cell,
+    W / cell), 1.0 where some pixel of the ``cell`` x ``cell`` block differs from the background grey by more than
+    ``threshold`` (:func:`mmutils.data.object_mask`)."""
     check_tensor("images", images, 4, size={1: 3}, dtype="float")
     cell = check_int("cell", cell, min=1)
     if images.shape[2] % cell or images.shape[3] % cell:

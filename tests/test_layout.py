@@ -40,6 +40,13 @@ def test_layouts_fill_what_the_prompt_leaves_open_and_follow_the_seed():
     assert lay.plan_layouts(["a circle above a square"] * 30, seed=3) != first
 
 
+def test_one_object_layouts_keep_a_place_that_fits_their_size():
+    for scene in lay.plan_layouts(["a large red circle", "a blue star"] * 20, seed=4):
+        (o,) = scene.objects
+        r = RADIUS[o.size]
+        assert r <= o.x <= 1 - r and r <= o.y <= 1 - r
+
+
 def test_plan_layouts_refuses_bad_prompts():
     with pytest.raises(TypeError, match="prompts"):
         lay.plan_layouts("a red circle")
