@@ -18,7 +18,7 @@ from .data import object_mask
 from .world import DIRECTION_VECTORS, DIRECTIONS, Scene, parse_caption
 
 __all__ = ["clip_scores", "identity_consistent", "motion_correct", "motion_direction", "object_centres",
-           "room_to_move", "split_motion"]
+           "room_to_move", "shift_grids", "split_motion"]
 
 
 def split_motion(caption: str) -> tuple[str, str]:
@@ -81,6 +81,26 @@ def room_to_move(centres: torch.Tensor, directions: Sequence[str], travel: float
     end = centres + travel * step
     inside = lambda p: ((p >= margin) & (p <= 1 - margin)).all(1)  # noqa: E731 (NaN compares False)
     return inside(centres) & inside(end)
+
+
+def shift_grids(grids: torch.Tensor, directions: Sequence[str], fill: torch.Tensor) -> torch.Tensor:
+    """Grids (n, C, h, w), e.g. latent frames, each moved by one cell in ``directions[i]`` (x to the right, y down):
+    what leaves the grid is dropped, and the row or column that comes in takes the cells of ``fill`` (C, h, w)
+    there, e.g. the latents of an empty frame. A perfect animator of one-cell moves would draw this."""
+    check_tensor("grids", grids, 4, dtype="float")
+    directions = _check_directions(directions, len(grids))
+    check_tensor("fill", fill, 3, size={0: grids.shape[1], 1: grids.shape[2], 2: grids.shape[3]}, dtype="float")
+    moved = grids.clone()
+    for i, d in enumerate(directions):
+        dx, dy = (int(v) for v in DIRECTION_VECTORS[d])
+        moved[i] = torch.roll(grids[i], shifts=(dy, dx), dims=(1, 2))  # (C, h, w)
+        rows, cols = slice(None), slice(None)  # the row or column that came in, from the other side
+        if dy:
+            rows = 0 if dy == 1 else -1
+        else:
+            cols = 0 if dx == 1 else -1
+        moved[i][:, rows, cols] = fill[:, rows, cols]
+    return moved
 
 
 def _check_clips(clips) -> list[list[Scene]]:

@@ -184,7 +184,14 @@ class Oracle(nn.Module):
     cells whose probability exceeds ``threshold`` (low, because an object whose centre is near a border
     splits its probability over two cells), most confident first, each dropped if its (shape, color) was
     already read or its centre is within ``min_gap`` of one already read (on both axes; sampled objects are
-    at least 0.3 apart), as non-maximum suppression in a detector.
+    at least 0.3 apart), as non-maximum suppression in a detector. ``read(images, shifts=k)`` (k divides the
+    cell side) reads each found object's shape, color and size again in k x k copies of the image moved by
+    multiples of cell/k pixels (on a canvas one cell larger, filled with the background), averaging the
+    probabilities at the cell where the object's centre lands in each copy, weighted by that cell's object
+    probability. A network of stride 8 is not shift invariant: its reading of an ambiguous drawing can change
+    when the drawing moves by two pixels (Azulay & Weiss, 2019; Zhang, 2019). The k x k copies of an image
+    moved by cell/k pixels are the copies of the original but one row or column, moved by a whole cell, which
+    this fully convolutional network reads the same, so the averaged reading hardly changes with such moves.
     """
 
     threshold = 0.1
@@ -212,24 +219,50 @@ class Oracle(nn.Module):
         return parts
 
     @torch.no_grad()
-    def read(self, images: torch.Tensor) -> list[Scene]:
+    def read(self, images: torch.Tensor, *, shifts: int = 1) -> list[Scene]:
         check_tensor("images", images, 4, size={1: 3}, dtype="float")
+        cell_side = self.config.image_size // self.config.grid
+        shifts = check_int("shifts", shifts, min=1)
+        if cell_side % shifts:
+            raise ValueError(f"shifts must divide the cell side ({cell_side} pixels), got {shifts}")
         grid = self.config.grid
         out = self(images)
         conf = out["object"].float().sigmoid()  # (B, grid²): probability that an object's centre is there
+        centres = (torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="xy"), -1)
+                   .reshape(1, grid * grid, 2) + out["offset"].double()) / grid  # (B, grid², 2): (x, y) in [0, 1]
         values = {a: out[a].argmax(-1) for a in ATTRIBUTES}  # (B, grid²) each
+        if shifts > 1:
+            values = self._shift_averaged(images, centres, shifts)
         scenes = []
         for b in range(len(images)):
             cells = [c for c in conf[b].argsort(descending=True).tolist() if conf[b, c] > self.threshold]
             objs = {}  # (shape, color) -> object: a scene holds each pair once; keep the most confident
             for c in cells:
-                o = Obj(*(ATTRIBUTES[a][values[a][b, c]] for a in ATTRIBUTES),
-                        (c % grid + float(out["offset"][b, c, 0])) / grid,
-                        (c // grid + float(out["offset"][b, c, 1])) / grid)
+                o = Obj(*(ATTRIBUTES[a][values[a][b, c]] for a in ATTRIBUTES), *centres[b, c].tolist())
                 if all(max(abs(o.x - k.x), abs(o.y - k.y)) > self.min_gap for k in objs.values()):
                     objs.setdefault(o.desc[:2], o)
             scenes.append(Scene(tuple(objs.values())))
         return scenes
+
+    def _shift_averaged(self, images: torch.Tensor, centres: torch.Tensor, shifts: int) -> dict[str, torch.Tensor]:
+        """Per cell of the unmoved image, the attribute values (B, grid²) that maximise the probabilities averaged
+        over ``shifts`` x ``shifts`` moved copies, read where the cell's centre estimate (B, grid², 2) lands."""
+        side, grid = self.config.image_size, self.config.grid
+        cell_side = side // grid
+        rows = torch.arange(len(images)).unsqueeze(1)  # (B, 1)
+        total = {a: 0.0 for a in ATTRIBUTES}
+        weight = 0.0
+        for dy in range(0, cell_side, cell_side // shifts):
+            for dx in range(0, cell_side, cell_side // shifts):
+                canvas = F.pad(images, (dx, cell_side - dx, dy, cell_side - dy), value=BACKGROUND)
+                out = self(canvas)  # a (grid + 1) x (grid + 1) map of cells
+                at = ((centres * side + torch.tensor([dx, dy])) // cell_side).long().clamp(0, grid)  # (B, grid², 2)
+                cell = at[..., 1] * (grid + 1) + at[..., 0]  # (B, grid²) row-major
+                w = out["object"].float().sigmoid()[rows, cell].unsqueeze(-1)  # (B, grid², 1)
+                for a in ATTRIBUTES:
+                    total[a] = total[a] + w * out[a].float().softmax(-1)[rows, cell]  # (B, grid², n_values)
+                weight = weight + w
+        return {a: (p / weight.clamp_min(1e-12)).argmax(-1) for a, p in total.items()}
 
 
 def _oracle_targets(scenes: Sequence[Scene], grid: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,7 +296,7 @@ def _oracle_loss(model: Oracle, batch) -> torch.Tensor:
     return loss + 4 * F.l1_loss(out["offset"][full], offsets[full])
 
 
-def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: int = 800, batch_size: int = 64,
+def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: int = 1600, batch_size: int = 64,
                  lr: float = 3e-3, max_objects: int = 2, seed: int = 0, progress: bool = False) -> Oracle:
     """A new :class:`Oracle` trained on ``n`` random scenes (1 to ``max_objects`` objects, seed ``seed``).
 
@@ -286,10 +319,10 @@ def train_oracle(config: OracleConfig | None = None, *, n: int = 8000, steps: in
     return model.eval()
 
 
-ORACLE_RECIPE = "oracle-v2"
+ORACLE_RECIPE = "oracle-v3"
 
 
-def load_oracle(seed: int = 0, *, steps: int = 800, progress: bool = False) -> Oracle:
+def load_oracle(seed: int = 0, *, steps: int = 1600, progress: bool = False) -> Oracle:
     """The oracle of :func:`train_oracle` for ``seed``, trained once and cached (see :func:`cached_state`)."""
     seed, steps = check_int("seed", seed, min=0), check_int("steps", steps, min=1)
     cfg = OracleConfig()
@@ -329,8 +362,8 @@ def oracle_accuracy(oracle: Oracle, scenes: Sequence[Scene], tolerance: float = 
     return out
 
 
-def prompt_fidelity(oracle: Oracle, images: torch.Tensor, prompts: Sequence[str], *,
-                    reduction: str = "mean") -> dict[str, float] | dict[str, torch.Tensor]:
+def prompt_fidelity(oracle: Oracle, images: torch.Tensor, prompts: Sequence[str], *, reduction: str = "mean",
+                    shifts: int = 1) -> dict[str, float] | dict[str, torch.Tensor]:
     """How faithful generated ``images`` (n, 3, H, W) in [0, 1] are to their ``prompts`` (n captions).
 
     The oracle reads each image into a scene; for each object the prompt names, the read object that
@@ -338,7 +371,7 @@ def prompt_fidelity(oracle: Oracle, images: torch.Tensor, prompts: Sequence[str]
     fractions of named objects with that attribute right; ``"objects"``: every named object is there;
     ``"all"``: every fact of the prompt holds, relations included (:func:`~mmutils.world.facts_hold`).
     ``reduction="none"`` returns per-image float tensors (n,) (the attributes averaged over the objects
-    of each prompt) instead of means.
+    of each prompt) instead of means. ``shifts``: as in :meth:`Oracle.read`.
     """
     check_instance("oracle", oracle, Oracle)
     check_tensor("images", images, 4, size={1: 3}, dtype="float")
@@ -347,7 +380,7 @@ def prompt_fidelity(oracle: Oracle, images: torch.Tensor, prompts: Sequence[str]
         raise ValueError(f"prompts must give one caption per image ({len(images)}), got {len(prompts)}")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    scenes = oracle.read(images)
+    scenes = oracle.read(images, shifts=shifts)
     rows = {k: [] for k in ("shape", "color", "size", "objects", "all")}
     for prompt, scene in zip(prompts, scenes):
         facts = parse_caption(prompt)

@@ -75,6 +75,25 @@ def test_room_to_move_checks_both_ends_and_nan():
         a.room_to_move(centres, ["right"] * 4, 0.2, margin=0.6)
 
 
+def test_shift_grids_moves_one_cell_and_fills_from_the_other_side():
+    grids = torch.arange(2 * 9, dtype=torch.float32).reshape(2, 1, 3, 3)
+    fill = torch.full((1, 3, 3), -1.0)
+    moved = a.shift_grids(grids, ["right", "up"], fill)
+    torch.testing.assert_close(moved[0, 0], torch.tensor([[-1.0, 0, 1], [-1, 3, 4], [-1, 6, 7]]))
+    torch.testing.assert_close(moved[1, 0], torch.tensor([[12.0, 13, 14], [15, 16, 17], [-1, -1, -1]]))
+    torch.testing.assert_close(a.shift_grids(grids[:1], ["left"], fill)[0, 0, :, 0], torch.tensor([1.0, 4, 7]))
+    torch.testing.assert_close(a.shift_grids(grids[:1], ["down"], fill)[0, 0, 0], torch.tensor([-1.0, -1, -1]))
+    assert torch.equal(grids[0, 0, 0], torch.tensor([0.0, 1, 2]))  # the input is left as it was
+
+
+def test_shift_grids_rejects_bad_inputs():
+    grids, fill = torch.zeros(2, 4, 5, 5), torch.zeros(4, 5, 5)
+    with pytest.raises(ValueError, match="directions must be among"):
+        a.shift_grids(grids, ["right", "sideways"], fill)
+    with pytest.raises(ValueError, match="fill"):
+        a.shift_grids(grids, ["right", "up"], torch.zeros(4, 4, 4))
+
+
 # ---- The measures ------------------------------------------------------------
 def test_true_clips_are_consistent_and_move_as_captioned():
     assert all(a.identity_consistent(CLIPS))

@@ -107,6 +107,45 @@ def test_oracle_shapes_and_a_short_training_run():
     assert set(acc) == {"shape", "color", "size", "scene"} and all(0 <= v <= 1 for v in acc.values())
 
 
+class _PlacedOracle(g.Oracle):
+    """An oracle whose outputs depend only on the image side: on a 32x32 image, a red circle in cell 5 (row 1,
+    column 1) with its centre in the middle of the cell, at pixel (12, 12); on a 40x40 canvas, a red square
+    in cell 6 (row 1, column 1 of 5x5), and triangles of no confidence in every other cell."""
+
+    def forward(self, images):
+        side = images.shape[-1] // 8
+        cells = side * side
+        here = 5 if side == 4 else 6
+        out = {"object": torch.full((len(images), cells), -20.0), "offset": torch.full((len(images), cells, 2), 0.5)}
+        out["object"][:, here] = 10.0
+        for attribute, values in g.ATTRIBUTES.items():
+            out[attribute] = torch.zeros(len(images), cells, len(values))
+        out["shape"][:, :, g.SHAPES.index("triangle")] = 5.0
+        out["shape"][:, here] = 0.0
+        out["shape"][:, here, g.SHAPES.index("circle" if side == 4 else "square")] = 5.0
+        out["color"][:, :, g.COLORS.index("red")] = 5.0
+        return out
+
+
+def test_shift_averaged_read_looks_where_the_centre_lands_in_each_copy():
+    oracle = _PlacedOracle()
+    images = torch.zeros(2, 3, 32, 32)
+    plain, averaged = oracle.read(images), oracle.read(images, shifts=2)  # copies moved by 0 and 4 pixels
+    assert [o.desc for o in plain[0].objects] == [("circle", "red", g.SIZES[0])]
+    assert [o.desc for o in averaged[0].objects] == [("square", "red", g.SIZES[0])]  # cell 6 of every copy
+    assert (averaged[1].objects[0].x, averaged[1].objects[0].y) == (plain[1].objects[0].x, plain[1].objects[0].y)
+    assert plain[0].objects[0].x == pytest.approx(0.375)
+
+
+def test_read_rejects_shifts_that_do_not_divide_the_cell():
+    oracle = g.Oracle()
+    images = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="shifts must divide the cell side"):
+        oracle.read(images, shifts=3)
+    with pytest.raises(TypeError, match="shifts"):
+        oracle.read(images, shifts=2.0)
+
+
 class _ReadingOracle(g.Oracle):
     """An oracle that reads given scenes."""
 
@@ -114,7 +153,7 @@ class _ReadingOracle(g.Oracle):
         super().__init__()
         self.scenes = scenes
 
-    def read(self, images):
+    def read(self, images, *, shifts=1):
         return self.scenes
 
 
