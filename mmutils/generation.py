@@ -90,6 +90,7 @@ __all__ = [
     "prompt_fidelity",
     "sample_latents",
     "sample_vae",
+    "scene_fidelity",
     "scene_images",
     "sdedit_sigmas",
     "text_to_image_data",
@@ -188,10 +189,13 @@ class Oracle(nn.Module):
     cell side) reads each found object's shape, color and size again in k x k copies of the image moved by
     multiples of cell/k pixels (on a canvas one cell larger, filled with the background), averaging the
     probabilities at the cell where the object's centre lands in each copy, weighted by that cell's object
-    probability. A network of stride 8 is not shift invariant: its reading of an ambiguous drawing can change
-    when the drawing moves by two pixels (Azulay & Weiss, 2019; Zhang, 2019). The k x k copies of an image
-    moved by cell/k pixels are the copies of the original but one row or column, moved by a whole cell, which
-    this fully convolutional network reads the same, so the averaged reading hardly changes with such moves.
+    probability; where objects are comes from the plain reading, and how many can change with what they are
+    read as (one per (shape, color)). A network of stride 8 is not shift invariant: its reading of an ambiguous
+    drawing can change when the drawing moves by two pixels (Azulay & Weiss, 2019; Zhang, 2019). An image moved
+    by any multiple of cell/k pixels along an axis has the original's k x k copies, some of them moved by a
+    whole cell, which this fully convolutional network reads nearly alike one cell further on (not exactly: its
+    receptive field reaches the zero padding at the canvas's borders), so the averaged reading changes far less
+    with such moves than the plain one.
     """
 
     threshold = 0.1
@@ -246,7 +250,8 @@ class Oracle(nn.Module):
 
     def _shift_averaged(self, images: torch.Tensor, centres: torch.Tensor, shifts: int) -> dict[str, torch.Tensor]:
         """Per cell of the unmoved image, the attribute values (B, grid²) that maximise the probabilities averaged
-        over ``shifts`` x ``shifts`` moved copies, read where the cell's centre estimate (B, grid², 2) lands."""
+        over ``shifts`` x ``shifts`` moved copies, each read where the cell's centre estimate (B, grid², 2) lands
+        in that copy and weighted by the probability that an object's centre is in the cell read."""
         side, grid = self.config.image_size, self.config.grid
         cell_side = side // grid
         rows = torch.arange(len(images)).unsqueeze(1)  # (B, 1)
@@ -364,23 +369,39 @@ def oracle_accuracy(oracle: Oracle, scenes: Sequence[Scene], tolerance: float = 
 
 def prompt_fidelity(oracle: Oracle, images: torch.Tensor, prompts: Sequence[str], *, reduction: str = "mean",
                     shifts: int = 1) -> dict[str, float] | dict[str, torch.Tensor]:
-    """How faithful generated ``images`` (n, 3, H, W) in [0, 1] are to their ``prompts`` (n captions).
-
-    The oracle reads each image into a scene; for each object the prompt names, the read object that
-    matches most of its attributes is compared with it: ``"shape"``, ``"color"``, ``"size"`` are the
-    fractions of named objects with that attribute right; ``"objects"``: every named object is there;
-    ``"all"``: every fact of the prompt holds, relations included (:func:`~mmutils.world.facts_hold`).
-    ``reduction="none"`` returns per-image float tensors (n,) (the attributes averaged over the objects
-    of each prompt) instead of means. ``shifts``: as in :meth:`Oracle.read`.
-    """
+    """How faithful generated ``images`` (n, 3, H, W) in [0, 1] are to their ``prompts`` (n captions): the
+    oracle reads each image into a scene (``shifts``: as in :meth:`Oracle.read`), scored by
+    :func:`scene_fidelity`."""
     check_instance("oracle", oracle, Oracle)
     check_tensor("images", images, 4, size={1: 3}, dtype="float")
     prompts = check_texts("prompts", prompts)
     if len(prompts) != len(images):
         raise ValueError(f"prompts must give one caption per image ({len(images)}), got {len(prompts)}")
+    _check_reduction(reduction)
+    return scene_fidelity(oracle.read(images, shifts=shifts), prompts, reduction=reduction)
+
+
+def _check_reduction(reduction: str) -> None:
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    scenes = oracle.read(images, shifts=shifts)
+
+
+def scene_fidelity(scenes: Sequence[Scene], prompts: Sequence[str], *,
+                   reduction: str = "mean") -> dict[str, float] | dict[str, torch.Tensor]:
+    """How faithful the ``scenes`` read in generated images are to their ``prompts`` (one caption per scene).
+
+    For each object the prompt names, the read object that matches most of its attributes is compared with
+    it: ``"shape"``, ``"color"``, ``"size"``: per scene, the fraction of the named objects whose prompt names
+    that attribute that have it right (NaN where the prompt names it for none), then the mean over the scenes
+    that are not NaN; ``"objects"``: every named object is there; ``"all"``: every fact of the prompt holds,
+    relations included (:func:`~mmutils.world.facts_hold`). ``reduction="none"`` returns the per-scene float
+    tensors (n,) instead of means.
+    """
+    check_instance("scenes", scenes, (list, tuple))
+    prompts = check_texts("prompts", prompts)
+    if len(prompts) != len(scenes):
+        raise ValueError(f"prompts must give one caption per scene ({len(scenes)}), got {len(prompts)}")
+    _check_reduction(reduction)
     rows = {k: [] for k in ("shape", "color", "size", "objects", "all")}
     for prompt, scene in zip(prompts, scenes):
         facts = parse_caption(prompt)
@@ -733,8 +754,8 @@ class FlowUNet(nn.Module):
 def with_context_channels(model: FlowUNet, context_channels: int) -> FlowUNet:
     """A copy of ``model`` that also takes ``context_channels`` input channels of context, and computes exactly
     what ``model`` computes until it is trained: every weight is copied and the stem's weights on the new
-    channels start at zero (as Stable Diffusion's inpainting model was started from the text-to-image one,
-    Rombach et al., 2022). The copy is in training mode.
+    channels start at zero (as the Stable Diffusion inpainting checkpoint, whose U-Net takes five more channels,
+    was started from a text-to-image one, according to its model card). The copy is in training mode.
     """
     check_instance("model", model, FlowUNet)
     cfg = model.config

@@ -175,6 +175,11 @@ def test_prompt_fidelity_per_attribute_and_relation():
     torch.testing.assert_close(per["all"], torch.tensor([0.0, 1.0, 0.0, 0.0]))
     mean = g.prompt_fidelity(_ReadingOracle(scenes), torch.zeros(4, 3, 32, 32), prompts)
     assert mean["size"] == pytest.approx(2 / 3) and mean["all"] == pytest.approx(0.25)
+    assert g.scene_fidelity(scenes, prompts) == mean  # the same scoring, of scenes read already
+    with pytest.raises(ValueError, match="one caption per scene"):
+        g.scene_fidelity(scenes, prompts[:3])
+    with pytest.raises(TypeError, match="scenes"):
+        g.scene_fidelity(scenes[0], prompts[:1])
 
 
 # ---- Fréchet distance --------------------------------------------------------
