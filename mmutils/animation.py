@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from .checks import check_float, check_instance, check_tensor
-from .data import object_mask
+from .data import object_mask, shift_cells
 from .world import DIRECTION_VECTORS, DIRECTIONS, Scene, parse_caption
 
 __all__ = ["clip_scores", "identity_consistent", "motion_correct", "motion_direction", "object_centres",
@@ -90,17 +90,13 @@ def shift_grids(grids: torch.Tensor, directions: Sequence[str], fill: torch.Tens
     check_tensor("grids", grids, 4, dtype="float")
     directions = _check_directions(directions, len(grids))
     check_tensor("fill", fill, 3, size={0: grids.shape[1], 1: grids.shape[2], 2: grids.shape[3]}, dtype="float")
-    moved = grids.clone()
-    for i, d in enumerate(directions):
+    covered = torch.ones_like(grids[0, :1])  # (1, h, w)
+    moved = []
+    for grid, d in zip(grids, directions):
         dx, dy = (int(v) for v in DIRECTION_VECTORS[d])
-        moved[i] = torch.roll(grids[i], shifts=(dy, dx), dims=(1, 2))  # (C, h, w)
-        rows, cols = slice(None), slice(None)  # the row or column that came in, from the other side
-        if dy:
-            rows = 0 if dy == 1 else -1
-        else:
-            cols = 0 if dx == 1 else -1
-        moved[i][:, rows, cols] = fill[:, rows, cols]
-    return moved
+        came = shift_cells(covered, dx, dy).bool()  # False in the row or column that comes in
+        moved.append(torch.where(came, shift_cells(grid, dx, dy), fill))  # (C, h, w)
+    return torch.stack(moved)
 
 
 def _check_clips(clips) -> list[list[Scene]]:

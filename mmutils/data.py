@@ -23,7 +23,7 @@ from .checks import check_instance, check_int, check_rng, check_subset
 from .text import encode_batch
 
 __all__ = [
-    "ArrayDataset", "to_tensor_images", "object_mask",
+    "ArrayDataset", "to_tensor_images", "object_mask", "shift_cells",
     "make_caption_data", "make_vqa_data", "make_sequence_data", "make_audio_data",
     "load_digits_tensors", "sample_photos", "skimage_photos", "SKIMAGE_PHOTOS",
     "load_caption_folder", "CaptionFolderDataset",
@@ -101,6 +101,22 @@ def object_mask(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
     the renderer's background grey by more than ``threshold`` (decoded images have faint halos; a larger threshold
     skips them)."""
     return ((images - world.BACKGROUND_GREY / 255).abs().amax(1, keepdim=True) > threshold).float()
+
+
+def shift_cells(grid: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """``grid`` (..., h, w) moved ``dx`` cells right and ``dy`` down (negative: left, up): what leaves the grid is
+    dropped, zeros come in; e.g. a latent grid whose object moves by whole cells."""
+    check_instance("grid", grid, torch.Tensor)
+    if grid.ndim < 2:
+        raise ValueError(f"grid must have at least 2 dimensions (..., h, w), got shape {tuple(grid.shape)}")
+    dx, dy = check_int("dx", dx), check_int("dy", dy)
+    out = torch.zeros_like(grid)
+    h, w = grid.shape[-2:]
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = grid[..., max(-dy, 0):h - max(dy, 0),
+                                                                          max(-dx, 0):w - max(dx, 0)]
+    return out
 
 
 def make_caption_data(n: int, *, tokenizer, size: int = 32, min_objects: int = 1, max_objects: int = 2,

@@ -378,7 +378,7 @@ def prompt_fidelity(oracle: Oracle, images: torch.Tensor, prompts: Sequence[str]
     if len(prompts) != len(images):
         raise ValueError(f"prompts must give one caption per image ({len(images)}), got {len(prompts)}")
     _check_reduction(reduction)
-    return scene_fidelity(oracle.read(images, shifts=shifts), prompts, reduction=reduction)
+    return _fidelity(oracle.read(images, shifts=shifts), prompts, reduction)
 
 
 def _check_reduction(reduction: str) -> None:
@@ -402,6 +402,11 @@ def scene_fidelity(scenes: Sequence[Scene], prompts: Sequence[str], *,
     if len(prompts) != len(scenes):
         raise ValueError(f"prompts must give one caption per scene ({len(scenes)}), got {len(prompts)}")
     _check_reduction(reduction)
+    return _fidelity(scenes, prompts, reduction)
+
+
+def _fidelity(scenes: Sequence[Scene], prompts: list[str], reduction: str) -> dict:
+    """:func:`scene_fidelity` of checked arguments."""
     rows = {k: [] for k in ("shape", "color", "size", "objects", "all")}
     for prompt, scene in zip(prompts, scenes):
         facts = parse_caption(prompt)

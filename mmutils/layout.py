@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_int, check_rng, check_tensor, check_texts
-from .data import object_mask
+from .data import object_mask, shift_cells
 from .world import COLORS, SHAPES, SIZES, Obj, Scene, parse_caption, sample_scenes
 
 __all__ = ["object_cells", "paste_objects", "plan_layouts"]
@@ -120,17 +120,7 @@ def paste_objects(background: torch.Tensor, latents: torch.Tensor, cells: torch.
         raise ValueError(f"group must name scenes 0 to {n - 1}, got {group.min().item()} to {group.max().item()}")
     out = background.clone()
     for z, where, (dx, dy), g in zip(latents, cells.bool(), shifts.tolist(), group.tolist()):
-        moved, inside = _shift(z, dx, dy), _shift(where, dx, dy)  # (C, h, w), (1, h, w)
+        moved, inside = shift_cells(z, dx, dy), shift_cells(where, dx, dy)  # (C, h, w), (1, h, w)
         out[g] = torch.where(inside, moved, out[g])
     return out
 
-
-def _shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """``x`` (C, h, w) moved ``dx`` cells right and ``dy`` down, zeros where nothing moved in."""
-    out = torch.zeros_like(x)
-    h, w = x.shape[1:]
-    if abs(dx) >= w or abs(dy) >= h:
-        return out
-    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[:, max(-dy, 0):h - max(dy, 0),
-                                                                       max(-dx, 0):w - max(dx, 0)]
-    return out

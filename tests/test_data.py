@@ -9,7 +9,8 @@ from PIL import Image
 from mmutils import world
 from mmutils.data import (
     ArrayDataset, CaptionFolderDataset, load_caption_folder, load_digits_tensors, make_audio_data,
-    make_caption_data, make_sequence_data, make_vqa_data, sample_photos, skimage_photos, to_tensor_images,
+    make_caption_data, make_sequence_data, make_vqa_data, sample_photos, shift_cells, skimage_photos,
+    to_tensor_images,
 )
 from mmutils.text import decode, train_tokenizer
 
@@ -61,6 +62,23 @@ def test_to_tensor_images_bad_input():
 # --------------------------------------------------------------------------- #
 # ShapesWorld builders
 # --------------------------------------------------------------------------- #
+def test_shift_cells_moves_drops_and_fills_with_zeros():
+    grid = torch.arange(1.0, 10.0).reshape(1, 3, 3)
+    torch.testing.assert_close(shift_cells(grid, 1, 0)[0], torch.tensor([[0.0, 1, 2], [0, 4, 5], [0, 7, 8]]))
+    torch.testing.assert_close(shift_cells(grid, -1, -1)[0], torch.tensor([[5.0, 6, 0], [8, 9, 0], [0, 0, 0]]))
+    assert not shift_cells(grid, 0, 3).any()  # moved out entirely
+    assert torch.equal(shift_cells(grid, 0, 0), grid)
+
+
+def test_shift_cells_bad_input():
+    with pytest.raises(TypeError, match="grid"):
+        shift_cells([[1.0]], 1, 0)
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        shift_cells(torch.zeros(3), 1, 0)
+    with pytest.raises(TypeError, match="dx"):
+        shift_cells(torch.zeros(3, 3), 1.5, 0)
+
+
 def test_make_caption_data(tok):
     d = make_caption_data(16, tokenizer=tok, seed=3)
     assert d["images"].shape == (16, 3, 32, 32) and d["images"].dtype == torch.float32
