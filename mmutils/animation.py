@@ -1,5 +1,6 @@
 """Text to short clips (chapter 8): a motion caption split into who and how it moves, the object found in a
-generated frame, and clips judged from what an oracle reads in each frame (identity consistency, motion accuracy).
+generated frame, a mover that moves the last frame the way the text says (kernels predicted from the prompt), and clips
+judged from what an oracle reads in each frame (identity consistency, motion accuracy).
 
 A clip here is a sequence of frames of one object; the oracle of chapter 6 reads each frame into a
 :class:`~mmutils.world.Scene`, and the measures below take those readings: ``clips[i][k]`` is the scene read in
@@ -12,13 +13,16 @@ from collections import Counter
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from .checks import check_float, check_instance, check_tensor
+from .checks import check_float, check_instance, check_int, check_tensor
 from .data import object_mask, shift_cells
+from .nn.layers import masked_mean
 from .world import DIRECTION_VECTORS, DIRECTIONS, Scene, parse_caption
 
-__all__ = ["clip_scores", "identity_consistent", "motion_correct", "motion_direction", "object_centres",
-           "room_to_move", "shift_grids", "split_motion"]
+__all__ = ["KernelMover", "clip_scores", "identity_consistent", "kernel_move", "motion_correct", "motion_direction",
+           "object_centres", "room_to_move", "shift_grids", "split_motion"]
 
 
 def split_motion(caption: str) -> tuple[str, str]:
@@ -84,19 +88,66 @@ def room_to_move(centres: torch.Tensor, directions: Sequence[str], travel: float
 
 
 def shift_grids(grids: torch.Tensor, directions: Sequence[str], fill: torch.Tensor) -> torch.Tensor:
-    """Grids (n, C, h, w), e.g. latent frames, each moved by one cell in ``directions[i]`` (x to the right, y down):
-    what leaves the grid is dropped, and the row or column that comes in takes the cells of ``fill`` (C, h, w)
-    there, e.g. the latents of an empty frame. A perfect animator of one-cell moves would draw this."""
+    """Grids (n, C, h, w), e.g. latent frames, each moved by one cell in ``directions[i]`` (x to the right, y down),
+    relative to a background ``fill`` (C, h, w), e.g. the latents of an empty frame: ``fill + shift(grid - fill)``.
+    What differs from the background moves; what leaves the grid is dropped, the row or column that comes in shows
+    ``fill``, and every cell keeps the background of its own place (an encoder's border cells differ from its inner
+    ones). A perfect animator of one-cell moves would draw this."""
     check_tensor("grids", grids, 4, dtype="float")
     directions = _check_directions(directions, len(grids))
     check_tensor("fill", fill, 3, size={0: grids.shape[1], 1: grids.shape[2], 2: grids.shape[3]}, dtype="float")
-    covered = torch.ones_like(grids[0, :1])  # (1, h, w)
     moved = []
     for grid, d in zip(grids, directions):
         dx, dy = (int(v) for v in DIRECTION_VECTORS[d])
-        came = shift_cells(covered, dx, dy).bool()  # False in the row or column that comes in
-        moved.append(torch.where(came, shift_cells(grid, dx, dy), fill))  # (C, h, w)
+        moved.append(fill + shift_cells(grid - fill, dx, dy))  # (C, h, w); zeros, so fill, come in
     return torch.stack(moved)
+
+
+def kernel_move(grids: torch.Tensor, kernels: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Grids (n, C, h, w) each moved by its own kernel (n, k, k), odd k, weights usually summing to 1, relative to a
+    background ``fill`` (C, h, w): ``fill + K * (grid - fill)``, where every channel is convolved with the kernel as
+    by ``torch.nn.functional.conv2d`` (a cross-correlation with zero padding: the weight at row i, column j takes the
+    cell i - k // 2 rows and j - k // 2 columns away). So what differs from the background moves, and nothing else
+    appears; a one-hot kernel moves the grid by whole cells (its 1 left of the centre: one cell to the right, as
+    :func:`shift_grids`). The transformation that CDNA (Finn, Goodfellow and Levine, 2016) predicts."""
+    check_tensor("grids", grids, 4, dtype="float")
+    n, c, h, w = grids.shape
+    check_tensor("kernels", kernels, 3, size={0: n}, dtype="float")
+    k = kernels.shape[1]
+    if kernels.shape[2] != k or k % 2 == 0:
+        raise ValueError(f"kernels must be square with an odd side, got {tuple(kernels.shape[1:])}")
+    check_tensor("fill", fill, 3, size={0: c, 1: h, 2: w}, dtype="float")
+    weight = kernels.to(grids.dtype).repeat_interleave(c, 0).unsqueeze(1)  # (n C, 1, k, k): kernel i for grid i
+    moved = F.conv2d((grids - fill).reshape(1, n * c, h, w), weight, padding=k // 2, groups=n * c)  # (1, n C, h, w)
+    return fill + moved.reshape(n, c, h, w)
+
+
+class KernelMover(nn.Module):
+    """A frame predictor that moves rather than draws: from a motion prompt it predicts one k x k kernel (a
+    softmax over the k² weights) and moves the last frame's latent grid with it (:func:`kernel_move`), as CDNA
+    (Finn, Goodfellow and Levine, 2016) predicts kernels that transform the previous frame. The prompt is read
+    as the mean of its token embeddings, then an MLP. ``forward(grids (B, C, h, w), ids (B, L), mask (B, L),
+    fill (C, h, w))`` -> the next grids (B, C, h, w): the background ``fill`` plus the grids' difference from it,
+    moved."""
+
+    def __init__(self, vocab_size: int, dim: int = 32, kernel: int = 3):
+        super().__init__()
+        vocab_size = check_int("vocab_size", vocab_size, min=1)
+        dim = check_int("dim", dim, min=1)
+        self.kernel = check_int("kernel", kernel, min=1)
+        if kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd (a centre cell that stays), got {kernel}")
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, kernel * kernel))
+
+    def kernels(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The kernels (B, k, k), each summing to 1, for prompts ``ids`` / ``mask`` (B, L)."""
+        check_tensor("ids", ids, 2, dtype="int")
+        logits = self.head(masked_mean(self.embed(ids), mask))  # (B, k²); masked_mean checks the mask
+        return logits.softmax(-1).reshape(-1, self.kernel, self.kernel)
+
+    def forward(self, grids: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        return kernel_move(grids, self.kernels(ids, mask), fill)  # (B, C, h, w)
 
 
 def _check_clips(clips) -> list[list[Scene]]:

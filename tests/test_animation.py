@@ -86,12 +86,97 @@ def test_shift_grids_moves_one_cell_and_fills_from_the_other_side():
     assert torch.equal(grids[0, 0, 0], torch.tensor([0.0, 1, 2]))  # the input is left as it was
 
 
+def test_shift_grids_moves_what_differs_from_the_background():
+    fill = torch.tensor([[5.0, 1, 1, 7]]).expand(1, 2, 4).clone()  # border cells unlike inner ones
+    grid = fill.clone()
+    grid[0, :, 1] += 10.0  # an object in column 1
+    moved = a.shift_grids(grid[None], ["right"], fill)[0]
+    torch.testing.assert_close(moved[0, 0], torch.tensor([5.0, 1, 11, 7]))  # the object moved, the borders stay
+    torch.testing.assert_close(a.shift_grids(fill[None], ["left"], fill)[0], fill)  # an empty frame stays empty
+
+
 def test_shift_grids_rejects_bad_inputs():
     grids, fill = torch.zeros(2, 4, 5, 5), torch.zeros(4, 5, 5)
     with pytest.raises(ValueError, match="directions must be among"):
         a.shift_grids(grids, ["right", "sideways"], fill)
     with pytest.raises(ValueError, match="fill"):
         a.shift_grids(grids, ["right", "up"], torch.zeros(4, 4, 4))
+
+
+def _one_hot(row: int, col: int, k: int = 3) -> torch.Tensor:
+    kernel = torch.zeros(k, k)
+    kernel[row, col] = 1.0
+    return kernel
+
+
+def test_kernel_move_with_one_hot_kernels_is_shift_grids():
+    grids = torch.randn(4, 2, 5, 6, generator=torch.Generator().manual_seed(0))
+    fill = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(1))
+    where = {"right": (1, 0), "left": (1, 2), "down": (0, 1), "up": (2, 1)}  # the cell each one takes from
+    directions = list(where)
+    kernels = torch.stack([_one_hot(*where[d]) for d in directions])
+    torch.testing.assert_close(a.kernel_move(grids, kernels, fill), a.shift_grids(grids, directions, fill))
+    still = a.kernel_move(grids, torch.stack([_one_hot(1, 1)] * 4), fill)
+    torch.testing.assert_close(still, grids)  # the centre weight keeps the grid where it is
+
+
+def test_kernel_move_of_a_soft_kernel_mixes_and_keeps_a_uniform_grid():
+    grids = torch.zeros(1, 1, 3, 3)
+    grids[0, 0, 1, 1] = 1.0
+    kernel = 0.5 * (_one_hot(1, 0) + _one_hot(1, 1))  # half stays, half moves one cell right
+    moved = a.kernel_move(grids, kernel[None], torch.zeros(1, 3, 3))
+    torch.testing.assert_close(moved[0, 0], torch.tensor([[0.0, 0, 0], [0, 0.5, 0.5], [0, 0, 0]]))
+    fill = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(4))  # a background that varies
+    kernels = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(2))
+    kernels = kernels / kernels.sum((1, 2), keepdim=True)
+    empty = fill.expand(2, 3, 4, 4)
+    torch.testing.assert_close(a.kernel_move(empty, kernels, fill), empty)  # nothing but the background: it stays
+
+
+def test_kernel_move_rejects_bad_inputs():
+    grids, fill = torch.zeros(2, 4, 5, 5), torch.zeros(4, 5, 5)
+    with pytest.raises(TypeError, match="kernels"):
+        a.kernel_move(grids, [[0.0]], fill)
+    with pytest.raises(ValueError, match="odd side"):
+        a.kernel_move(grids, torch.zeros(2, 2, 2), fill)
+    with pytest.raises(ValueError, match="kernels"):
+        a.kernel_move(grids, torch.zeros(3, 3, 3), fill)  # one kernel per grid
+    with pytest.raises(ValueError, match="fill"):
+        a.kernel_move(grids, torch.zeros(2, 3, 3), torch.zeros(4, 4, 4))
+
+
+def test_kernel_mover_predicts_normalised_kernels_and_learns_a_direction():
+    torch.manual_seed(0)
+    mover = a.KernelMover(vocab_size=5, dim=8)
+    ids = torch.tensor([[1, 2, 0], [3, 4, 4]])  # two prompts, the first padded
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    kernels = mover.kernels(ids, mask)
+    assert kernels.shape == (2, 3, 3)
+    torch.testing.assert_close(kernels.sum((1, 2)), torch.ones(2))
+    grids = torch.randn(64, 2, 6, 6, generator=torch.Generator().manual_seed(3))
+    fill = torch.zeros(2, 6, 6)
+    prompts = torch.tensor([0, 1] * 32)  # prompt 0 asks for right, prompt 1 for up
+    targets = torch.stack([a.shift_grids(g[None], ["right" if p == 0 else "up"], fill)[0]
+                           for g, p in zip(grids, prompts)])
+    batch_ids, batch_mask = ids[prompts], mask[prompts]
+    opt = torch.optim.Adam(mover.parameters(), lr=0.05)
+    for _ in range(100):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(mover(grids, batch_ids, batch_mask, fill), targets).backward()
+        opt.step()
+    learned = mover.kernels(ids, mask).detach()
+    assert learned[0, 1, 0] > 0.9 and learned[1, 2, 1] > 0.9  # right: take from the left; up: from below
+
+
+def test_kernel_mover_rejects_bad_settings_and_inputs():
+    with pytest.raises(ValueError, match="kernel must be odd"):
+        a.KernelMover(vocab_size=5, kernel=4)
+    with pytest.raises(ValueError, match="vocab_size"):
+        a.KernelMover(vocab_size=0)
+    with pytest.raises(TypeError, match="ids"):
+        a.KernelMover(vocab_size=5).kernels(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask"):
+        a.KernelMover(vocab_size=5).kernels(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 4, dtype=torch.bool))
 
 
 # ---- The measures ------------------------------------------------------------
