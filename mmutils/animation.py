@@ -106,10 +106,11 @@ def shift_grids(grids: torch.Tensor, directions: Sequence[str], fill: torch.Tens
 def kernel_move(grids: torch.Tensor, kernels: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     """Grids (n, C, h, w) each moved by its own kernel (n, k, k), odd k, weights usually summing to 1, relative to a
     background ``fill`` (C, h, w): ``fill + K * (grid - fill)``, where every channel is convolved with the kernel as
-    by ``torch.nn.functional.conv2d`` (a cross-correlation with zero padding: the weight at row i, column j takes the
-    cell i - k // 2 rows and j - k // 2 columns away). So what differs from the background moves, and nothing else
-    appears; a one-hot kernel moves the grid by whole cells (its 1 left of the centre: one cell to the right, as
-    :func:`shift_grids`). The transformation that CDNA (Finn, Goodfellow and Levine, 2016) predicts."""
+    by ``torch.nn.functional.conv2d``, a cross-correlation with zero padding:
+    ``out[y, x] = sum_ij K[i, j] in[y + i - k // 2, x + j - k // 2]``. So what differs from the background moves,
+    and nothing else appears; a one-hot kernel moves the grid by whole cells (its 1 left of the centre: one cell to
+    the right, as :func:`shift_grids`). A CDNA-style transformation (Finn, Goodfellow and Levine, 2016, apply their
+    kernels to the whole previous frame and composite the results with predicted masks)."""
     check_tensor("grids", grids, 4, dtype="float")
     n, c, h, w = grids.shape
     check_tensor("kernels", kernels, 3, size={0: n}, dtype="float")
@@ -125,7 +126,8 @@ def kernel_move(grids: torch.Tensor, kernels: torch.Tensor, fill: torch.Tensor) 
 class KernelMover(nn.Module):
     """A frame predictor that moves rather than draws: from a motion prompt it predicts one k x k kernel (a
     softmax over the k² weights) and moves the last frame's latent grid with it (:func:`kernel_move`), as CDNA
-    (Finn, Goodfellow and Levine, 2016) predicts kernels that transform the previous frame. The prompt is read
+    (Finn, Goodfellow and Levine, 2016) predicts kernels that transform the previous frame. A k x k kernel moves by
+    at most k // 2 cells per frame; a kernel that is not one-hot blends shifted copies. The prompt is read
     as the mean of its token embeddings, then an MLP. ``forward(grids (B, C, h, w), ids (B, L), mask (B, L),
     fill (C, h, w))`` -> the next grids (B, C, h, w): the background ``fill`` plus the grids' difference from it,
     moved."""
@@ -134,9 +136,9 @@ class KernelMover(nn.Module):
         super().__init__()
         vocab_size = check_int("vocab_size", vocab_size, min=1)
         dim = check_int("dim", dim, min=1)
-        self.kernel = check_int("kernel", kernel, min=1)
+        self.kernel = check_int("kernel", kernel, min=3)
         if kernel % 2 == 0:
-            raise ValueError(f"kernel must be odd (a centre cell that stays), got {kernel}")
+            raise ValueError(f"kernel must be odd (a centre cell and neighbours on every side), got {kernel}")
         self.embed = nn.Embedding(vocab_size, dim)
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, kernel * kernel))
 

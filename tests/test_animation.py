@@ -1,5 +1,6 @@
-"""Tests of mmutils.animation: motion captions, object centres in images, room to move, and the identity and
-motion measures on clips with known answers (true ShapesWorld clips, and the same clips spoiled), bad inputs."""
+"""Tests of mmutils.animation: motion captions, object centres in images, room to move, grids moved by one cell
+(shift_grids) and by kernels (kernel_move, KernelMover), and the identity and motion measures on clips with known
+answers (true ShapesWorld clips, and the same clips spoiled), bad inputs."""
 from __future__ import annotations
 
 import math
@@ -120,17 +121,20 @@ def test_kernel_move_with_one_hot_kernels_is_shift_grids():
     torch.testing.assert_close(still, grids)  # the centre weight keeps the grid where it is
 
 
-def test_kernel_move_of_a_soft_kernel_mixes_and_keeps_a_uniform_grid():
+def test_kernel_move_of_a_soft_kernel_mixes_and_keeps_an_even_offset_inside():
     grids = torch.zeros(1, 1, 3, 3)
     grids[0, 0, 1, 1] = 1.0
     kernel = 0.5 * (_one_hot(1, 0) + _one_hot(1, 1))  # half stays, half moves one cell right
     moved = a.kernel_move(grids, kernel[None], torch.zeros(1, 3, 3))
     torch.testing.assert_close(moved[0, 0], torch.tensor([[0.0, 0, 0], [0, 0.5, 0.5], [0, 0, 0]]))
-    fill = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(4))  # a background that varies
+    fill = torch.randn(3, 7, 7, generator=torch.Generator().manual_seed(4))  # a background that varies
     kernels = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(2))
     kernels = kernels / kernels.sum((1, 2), keepdim=True)
-    empty = fill.expand(2, 3, 4, 4)
-    torch.testing.assert_close(a.kernel_move(empty, kernels, fill), empty)  # nothing but the background: it stays
+    lifted = (fill + 0.3).expand(2, 3, 7, 7)  # the background plus 0.3 everywhere
+    moved = a.kernel_move(lifted, kernels, fill)
+    inner = (slice(None), slice(None), slice(2, 5), slice(2, 5))  # where every kernel lies inside the grid
+    torch.testing.assert_close(moved[inner], lifted[inner])  # weights summing to 1 keep an even offset
+    assert (moved[..., 0, 0] < lifted[..., 0, 0]).all()  # at a corner some of the weight fell outside
 
 
 def test_kernel_move_rejects_bad_inputs():
@@ -171,6 +175,8 @@ def test_kernel_mover_predicts_normalised_kernels_and_learns_a_direction():
 def test_kernel_mover_rejects_bad_settings_and_inputs():
     with pytest.raises(ValueError, match="kernel must be odd"):
         a.KernelMover(vocab_size=5, kernel=4)
+    with pytest.raises(ValueError, match="kernel"):
+        a.KernelMover(vocab_size=5, kernel=1)  # could never move
     with pytest.raises(ValueError, match="vocab_size"):
         a.KernelMover(vocab_size=0)
     with pytest.raises(TypeError, match="ids"):
