@@ -234,9 +234,10 @@ class Oracle(nn.Module):
         conf = out["object"].float().sigmoid()  # (B, grid²): probability that an object's centre is there
         centres = (torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="xy"), -1)
                    .reshape(1, grid * grid, 2) + out["offset"].double()) / grid  # (B, grid², 2): (x, y) in [0, 1]
-        values = {a: out[a].argmax(-1) for a in ATTRIBUTES}  # (B, grid²) each
         if shifts > 1:
             values = self._shift_averaged(images, centres, shifts)
+        else:
+            values = {a: out[a].argmax(-1) for a in ATTRIBUTES}  # (B, grid²) each
         scenes = []
         for b in range(len(images)):
             cells = [c for c in conf[b].argsort(descending=True).tolist() if conf[b, c] > self.threshold]
